@@ -1,0 +1,238 @@
+"""Conditions p(y|x): the ε2 term of the MALA-approx step (paper Eq. 5, Sec. 2.1, S10).
+
+Every condition is a small object that reads the condition network's outputs (logits and,
+where asked, hidden activations) and returns one value per chain, to be *maximised*:
+
+* :class:`ClassCondition` — log p(y=c|x) by log-softmax (Table S2c, the default), or the raw
+  logit, or the softmax probability;
+* :class:`UnitCondition` — a hidden unit named ``"layer:unit"`` (channel mean, or one spatial
+  position ``"layer:unit@i,j"``);
+* :class:`MultiCondition` — several conditions with weights (a product of experts, Eq. 2).
+
+:func:`evaluate` runs each condition network once per step, however many conditions use it.
+The inpainting context (Sec. S10) lives in :class:`InpaintContext`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .nets.classifiers import ImageClassifier
+
+CLASS_MODES = ("log_softmax", "logit", "softmax")
+
+
+class Condition:
+    """Base class: ``classifier``, the ``layers`` it reads, and ``value(logits, acts)`` per chain."""
+
+    classifier: ImageClassifier
+    layers: tuple[str, ...] = ()
+    label = "condition"
+
+    def value(self, logits: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def parts(self) -> list[tuple["Condition", float]]:
+        return [(self, 1.0)]
+
+
+class ClassCondition(Condition):
+    """Class condition: ``classes`` is one index, or one index per chain (a B-long list/tensor)."""
+
+    def __init__(self, classifier: ImageClassifier, classes: int | list[int] | torch.Tensor,
+                 mode: str = "log_softmax", num_classes: int = 1000):
+        if mode not in CLASS_MODES:
+            raise ValueError(f"class condition mode must be one of {CLASS_MODES}, got {mode!r}")
+        cls = torch.as_tensor(classes, dtype=torch.long).view(-1)
+        if cls.numel() == 0 or cls.min() < 0 or cls.max() >= num_classes:
+            raise ValueError(f"class index must be in 0..{num_classes - 1}, got {classes}")
+        self.classifier, self.classes, self.mode = classifier, cls, mode
+        self.label = f"class {cls.tolist() if cls.numel() > 1 else int(cls)}"
+
+    def _targets(self, logits: torch.Tensor) -> torch.Tensor:
+        cls = self.classes.to(logits.device)
+        return cls.expand(logits.shape[0]) if cls.numel() == 1 else cls
+
+    def value(self, logits, acts):
+        idx = self._targets(logits).view(-1, 1)
+        if self.mode == "logit":
+            return logits.gather(1, idx).squeeze(1)
+        logp = F.log_softmax(logits, dim=1).gather(1, idx).squeeze(1)
+        return logp.exp() if self.mode == "softmax" else logp
+
+    def probability(self, logits: torch.Tensor) -> torch.Tensor:
+        """p(y=c|x) under the condition network."""
+        return F.softmax(logits, dim=1).gather(1, self._targets(logits).view(-1, 1)).squeeze(1)
+
+
+_UNIT_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*:\s*(\d+)\s*(?:@\s*(\d+)\s*,\s*(\d+))?\s*$")
+
+
+def parse_unit(spec: str) -> tuple[str, int, tuple[int, int] | None]:
+    """``"blocks.10:37"`` → ("blocks.10", 37, None); ``"blocks.10:37@3,4"`` adds a position."""
+    m = _UNIT_RE.match(spec or "")
+    if not m:
+        raise ValueError(f"hidden unit must look like 'layer:unit' or 'layer:unit@row,col', got {spec!r}")
+    pos = (int(m.group(3)), int(m.group(4))) if m.group(3) is not None else None
+    return m.group(1), int(m.group(2)), pos
+
+
+class UnitCondition(Condition):
+    """Activation of one hidden unit (a channel): its spatial mean, or its value at one position."""
+
+    def __init__(self, classifier: ImageClassifier, spec: str):
+        layer, unit, pos = parse_unit(spec)
+        units = dict(classifier.layers())
+        if layer not in units:
+            close = difflib.get_close_matches(layer, list(units), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"unknown layer {layer!r} of {classifier.name}{hint}; "
+                             f"see `python -m ppgn_core layers`")
+        if not 0 <= unit < units[layer]:
+            raise ValueError(f"unit {unit} out of range for layer {layer!r}: it has units 0..{units[layer] - 1}")
+        self.classifier, self.layer, self.unit, self.position = classifier, layer, unit, pos
+        self.layers = (layer,)
+        self.label = spec
+
+    def value(self, logits, acts):
+        a = acts[self.layer][:, self.unit]
+        if a.dim() == 1:  # a fully connected layer
+            return a
+        if self.position is not None:
+            i, j = self.position
+            if not (0 <= i < a.shape[-2] and 0 <= j < a.shape[-1]):
+                raise ValueError(f"position {i},{j} outside the {a.shape[-2]}×{a.shape[-1]} map of {self.layer}")
+            return a[:, i, j]
+        return a.flatten(1).mean(1)
+
+
+class MultiCondition(Condition):
+    """Several conditions at once, weighted: Σ w_k·value_k (a product of experts, Eq. 2)."""
+
+    def __init__(self, parts: list[tuple[Condition, float]]):
+        if not parts:
+            raise ValueError("a multi-condition needs at least one condition")
+        self._parts = [(c, float(w)) for c, w in parts]
+        self.classifier = self._parts[0][0].classifier
+        self.label = " + ".join(f"{w:g}·{c.label}" for c, w in self._parts)
+
+    def parts(self):
+        return list(self._parts)
+
+
+@dataclass
+class ConditionOutput:
+    """What one evaluation of the conditions gives, per chain."""
+
+    objective: torch.Tensor  # Σ w·value (what the ε2 step ascends)
+    values: list[torch.Tensor]  # one per part
+    p_class: torch.Tensor | None  # p(y=c|x) of the first class condition, if any
+    logits: torch.Tensor | None
+
+
+def evaluate(condition: Condition, x: torch.Tensor) -> ConditionOutput:
+    """Evaluate a (multi-)condition on images x in [0, 1]; one forward pass per classifier."""
+    parts = condition.parts()
+    groups: dict[int, list[int]] = {}
+    for k, (c, _) in enumerate(parts):
+        groups.setdefault(id(c.classifier), []).append(k)
+    values: list[torch.Tensor | None] = [None] * len(parts)
+    p_class = None
+    first_logits = None
+    for ks in groups.values():
+        clf = parts[ks[0]][0].classifier
+        layers = sorted({layer for k in ks for layer in parts[k][0].layers})
+        with clf.capture(layers) as acts:
+            logits = clf(x)
+        if first_logits is None:
+            first_logits = logits
+        for k in ks:
+            cond = parts[k][0]
+            values[k] = cond.value(logits, acts)
+            if p_class is None and isinstance(cond, ClassCondition):
+                p_class = cond.probability(logits)
+    objective = sum(w * v for (c, w), v in zip(parts, values))  # type: ignore[misc]
+    return ConditionOutput(objective, values, p_class, first_logits)  # type: ignore[arg-type]
+
+
+class InpaintContext:
+    """Inpainting (Sec. 4.2, S10). ``mask`` is 1 where pixels are to be filled, 0 where observed.
+
+    Before C and the prior see an image, observed pixels are clamped to the real ones:
+    ``x = M⊙x + (1−M)⊙x_real``; the context term adds ε4·∂‖(1−M)⊙(x_real − G(h))‖²/∂h
+    (descending), which pulls the code toward one whose image matches the surroundings.
+    """
+
+    def __init__(self, x_real: torch.Tensor, mask: torch.Tensor, eps4: float = 0.0):
+        if x_real.dim() == 3:
+            x_real = x_real.unsqueeze(0)
+        if mask.dim() == 2:
+            mask = mask.view(1, 1, *mask.shape)
+        elif mask.dim() == 3:
+            mask = mask.unsqueeze(0)
+        if mask.shape[-2:] != x_real.shape[-2:]:
+            raise ValueError(f"mask size {tuple(mask.shape[-2:])} differs from the image's {tuple(x_real.shape[-2:])}")
+        uniq = torch.unique(mask)
+        if not bool(((uniq == 0) | (uniq == 1)).all()):
+            raise ValueError("mask must be binary (0 = keep, 1 = fill)")
+        if float(mask.sum()) == 0:
+            raise ValueError("mask is empty: nothing to fill")
+        if bool((mask == 1).all()):
+            raise ValueError("mask covers the whole image: nothing is left as context")
+        if not torch.isfinite(torch.as_tensor(eps4)) or eps4 < 0:
+            raise ValueError(f"ε4 must be a finite number ≥ 0, got {eps4}")
+        self.x_real = x_real.float()
+        self.mask = mask.float()
+        self.eps4 = float(eps4)
+
+    def clamp(self, x: torch.Tensor) -> torch.Tensor:
+        """Observed pixels take the real values, bit for bit."""
+        m = self.mask.to(x.device)
+        return torch.where(m > 0.5, x, self.x_real.to(x.device).expand_as(x))
+
+    def context_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """‖(1−M)⊙(x_real − x)‖² per chain (for the ε4 term)."""
+        keep = 1 - self.mask.to(x.device)
+        return ((self.x_real.to(x.device) - x) * keep).pow(2).flatten(1).sum(1)
+
+
+# ----------------------------------------------------------------------------- class names
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names in torchvision's order (from its weight metadata, offline)."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_\-']+", " ", name.strip().lower()).strip()
+
+
+def class_index(name_or_index: str | int, categories: list[str] | None = None) -> int:
+    """Resolve a class given by index ("980", 980) or name ("Volcano", "golf_ball"), forgiving
+    case and spaces. Unknown names raise ValueError with the closest names."""
+    cats = categories or imagenet_categories()
+    if isinstance(name_or_index, int) or (isinstance(name_or_index, str) and name_or_index.strip().isdigit()):
+        i = int(name_or_index)
+        if not 0 <= i < len(cats):
+            raise ValueError(f"class index {i} out of range 0..{len(cats) - 1}")
+        return i
+    if not isinstance(name_or_index, str) or not name_or_index.strip():
+        raise ValueError("class must be a name or an index")
+    key = _norm(name_or_index)
+    normed = [_norm(c) for c in cats]
+    if key in normed:
+        return normed.index(key)
+    squashed = key.replace(" ", "")
+    for i, n in enumerate(normed):
+        if n.replace(" ", "") == squashed:
+            return i
+    close = difflib.get_close_matches(key, normed, n=5, cutoff=0.5)
+    hint = f"; closest: {', '.join(repr(cats[normed.index(c)]) for c in close)}" if close else ""
+    raise ValueError(f"unknown class {name_or_index!r}{hint}")

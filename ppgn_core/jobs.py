@@ -1,0 +1,159 @@
+"""Validated requests → conditions and samplers → results: shared by the CLI and the app."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .conditions import ClassCondition, Condition, InpaintContext, MultiCondition, UnitCondition, class_index
+from .nets.registry import ModelBundle
+from .presets import DEFAULT_PRESET, build_sampler, get_preset
+from .sampler import Sampler, Snapshot
+
+#: caps sized for a 2-core, 24 GiB machine; raise them with the environment variables
+MAX_STEPS = int(os.environ.get("PPGN_MAX_STEPS", "2000"))
+MAX_CHAINS = int(os.environ.get("PPGN_MAX_CHAINS", "16"))
+EPS_LIMITS = {"eps1": (0.0, 10.0), "eps2": (0.0, 1e3), "eps3": (0.0, 100.0), "eps4": (0.0, 1e3),
+              "lr": (0.0, 10.0), "lr_end": (0.0, 10.0)}
+
+
+@dataclass
+class SampleRequest:
+    """What a user asks for. ``classes`` may hold several names/indices (product of experts)."""
+
+    classes: list[str | int] = field(default_factory=lambda: ["volcano"])
+    weights: list[float] | None = None
+    neuron: str | None = None
+    preset: str = DEFAULT_PRESET
+    steps: int = 100
+    chains: int = 4
+    seed: int = 0
+    eps: tuple[float, float, float] | None = None
+    eps4: float | None = None
+    lr: float | None = None
+    lr_end: float | None = None
+    step_form: str | None = None
+    snapshot_every: int = 10
+
+    def validate(self) -> "SampleRequest":
+        get_preset(self.preset)
+        for name, cap in (("steps", MAX_STEPS), ("chains", MAX_CHAINS)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{name} must be a whole number, got {v!r}")
+            lo = 0 if name == "steps" else 1
+            if not lo <= v <= cap:
+                raise ValueError(f"{name} must be in {lo}..{cap}, got {v}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 63:
+            raise ValueError(f"seed must be a whole number ≥ 0, got {self.seed!r}")
+        if not isinstance(self.snapshot_every, int) or self.snapshot_every < 1:
+            raise ValueError("snapshot_every must be a whole number ≥ 1")
+        if self.eps is not None:
+            if len(self.eps) != 3:
+                raise ValueError("eps needs three numbers: ε1 ε2 ε3")
+            for name, v in zip(("eps1", "eps2", "eps3"), self.eps):
+                check_range(name, v)
+        for name in ("eps4", "lr", "lr_end"):
+            if getattr(self, name) is not None:
+                check_range(name, getattr(self, name))
+        if not self.classes and not self.neuron:
+            raise ValueError("give a class or a neuron to condition on")
+        if self.weights is not None and len(self.weights) != len(self.classes):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.classes)} classes")
+        return self
+
+    def overrides(self) -> dict:
+        o: dict = {}
+        if self.eps is not None:
+            o.update(eps1=float(self.eps[0]), eps2=float(self.eps[1]), eps3=float(self.eps[2]))
+        for name in ("eps4", "lr", "lr_end", "step_form"):
+            if getattr(self, name) is not None:
+                o[name] = getattr(self, name)
+        return o
+
+
+def check_range(name: str, value: float) -> float:
+    """A finite number inside its slider range, or ValueError saying what is allowed."""
+    lo, hi = EPS_LIMITS[name]
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a number, got {value!r}") from err
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {v:g}")
+    return v
+
+
+def make_condition(bundle: ModelBundle, classes: list[str | int], neuron: str | None = None,
+                   weights: list[float] | None = None, mode: str = "log_softmax") -> Condition:
+    """Class condition(s) and/or a hidden unit of the bundle's condition network."""
+    parts: list[tuple[Condition, float]] = []
+    ws = weights or [1.0] * len(classes)
+    for c, w in zip(classes, ws):
+        parts.append((ClassCondition(bundle.classifier, class_index(c), mode), float(w)))
+    if neuron:
+        parts.append((UnitCondition(bundle.classifier, neuron), 1.0))
+    if not parts:
+        raise ValueError("give a class or a neuron to condition on")
+    return parts[0][0] if len(parts) == 1 and parts[0][1] == 1.0 else MultiCondition(parts)
+
+
+def make_sampler(bundle: ModelBundle, req: SampleRequest, context: InpaintContext | None = None,
+                 condition: Condition | None = None) -> Sampler:
+    req.validate()
+    cond = condition or make_condition(bundle, req.classes, req.neuron, req.weights)
+    return build_sampler(req.preset, bundle, cond, seed=req.seed, context=context, **req.overrides())
+
+
+def chain_records(first: Snapshot, last: Snapshot, neuron: bool) -> list[dict]:
+    """Per-chain start/end values for result.json."""
+    out = []
+    for i in range(last.image.shape[0]):
+        rec: dict = {"chain": i}
+        if first.p_class is not None:
+            rec["p_class_start"] = float(first.p_class[i])
+            rec["p_class"] = float(last.p_class[i])
+        if neuron:
+            rec["activation_start"] = float(first.condition[i])
+            rec["activation"] = float(last.condition[i])
+        else:
+            rec["objective_start"] = float(first.condition[i])
+            rec["objective"] = float(last.condition[i])
+        out.append(rec)
+    return out
+
+
+def result_record(req: SampleRequest, sampler: Sampler, snaps: list[Snapshot], seconds: float,
+                  device: str) -> dict:
+    first, last = snaps[0], snaps[-1]
+    preset = get_preset(req.preset)
+    s = last.settings
+    return {
+        "preset": preset.name, "preset_title": preset.title, "paper_eps": list(preset.paper_eps),
+        "eps": [s.eps1, s.eps2, s.eps3], "eps4": s.eps4, "step_form": s.step_form, "lr": s.lr, "lr_end": s.lr_end,
+        "seed": req.seed, "steps": req.steps, "steps_run": last.step, "stopped_early": last.step < req.steps,
+        "classes": req.classes, "neuron": req.neuron, "weights": req.weights, "chains": chain_records(
+            first, last, bool(req.neuron) and not req.classes),
+        "recoveries": sampler.recoveries, "seconds": round(seconds, 3), "device": device,
+        "request": asdict(req), "eps_schedule": sampler.schedule,
+    }
+
+
+def run_sample(bundle: ModelBundle, req: SampleRequest, start: torch.Tensor | None = None,
+               device: str = "cpu", progress: bool = False) -> tuple[list[Snapshot], dict]:
+    """Run a full request; returns the snapshots and the result record."""
+    sampler = make_sampler(bundle, req)
+    z0 = sampler.init(req.chains, device, start)
+    t0 = time.time()
+    it = sampler.run(z0, req.steps, req.snapshot_every)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, total=req.steps // req.snapshot_every + 2, desc="sampling", unit="snap")
+    snaps = list(it)
+    return snaps, result_record(req, sampler, snaps, time.time() - t0, device)

@@ -1,0 +1,1 @@
+"""Networks: classifiers (condition C, encoder E), generators G, discriminator D, DAEs."""

@@ -1,0 +1,61 @@
+"""Denoising autoencoders: R_h on codes (PPGN-h, Sec. 3.3/S9.3) and R_x on images (PPGN-x, S9.2)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class MLPCodeDAE(nn.Module):
+    """R_h: a 7-layer fully connected DAE on a flattened code (paper: 4096-2048-1024-500-1024-2048-4096).
+
+    ``hidden`` gives the first three widths; the decoder mirrors them. Works on codes of any
+    shape (they are flattened and reshaped back).
+    """
+
+    def __init__(self, code_shape: tuple[int, ...], hidden: tuple[int, int, int] = (1024, 512, 256)):
+        super().__init__()
+        self.code_shape = tuple(code_shape)
+        self.hidden = tuple(hidden)
+        d = 1
+        for s in code_shape:
+            d *= s
+        sizes = [d, *hidden, hidden[1], hidden[0], d]
+        layers: list[nn.Module] = []
+        for i in range(len(sizes) - 1):
+            layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+            if i < len(sizes) - 2:
+                layers.append(nn.LeakyReLU(0.2, inplace=True))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.body(h.flatten(1)).view(h.shape[0], *self.code_shape)
+
+    def config(self) -> dict:
+        return {"arch": "mlp_code_dae", "code_shape": list(self.code_shape), "hidden": list(self.hidden)}
+
+
+class ConvImageDAE(nn.Module):
+    """R_x: a small convolutional DAE on images in [0, 1] (paper S9.2: conv encoder, upconv decoder)."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.width = width
+        act = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), act(),
+            nn.Conv2d(width, width * 2, 4, stride=2, padding=1), act(),
+            nn.Conv2d(width * 2, width * 2, 3, padding=1), act(),
+            nn.Conv2d(width * 2, width * 4, 4, stride=2, padding=1), act(),
+        )
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(width * 4, width * 2, 4, stride=2, padding=1), act(),
+            nn.ConvTranspose2d(width * 2, width, 4, stride=2, padding=1), act(),
+            nn.Conv2d(width, 3, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.decoder(self.encoder(x * 2 - 1)))
+
+    def config(self) -> dict:
+        return {"arch": "conv_image_dae", "width": self.width}

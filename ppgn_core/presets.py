@@ -1,0 +1,127 @@
+"""The paper's variants as named presets (Fig. 3, Sec. 3, S7, S9–S11) and how to plug one together.
+
+Each preset names the sampled space, the prior and the ε of Eq. 5 as the paper gives them
+(``paper_eps``, in the paper's units: PPGN-x in 0–255 pixel units). ``build_sampler`` turns a
+preset, a :class:`ModelBundle` and a condition into a ready :class:`Sampler`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from .conditions import Condition, InpaintContext
+from .nets.registry import ModelBundle
+from .priors import DAEPrior, GaussianPrior, ImagePrior, JointPrior, NoPrior, Prior
+from .sampler import Control, Sampler, StepSettings
+from .spaces import CodeSpace, FourierSpace, PixelSpace, Space
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    space: str  # "h" | "x" | "fourier"
+    prior: str  # "none" | "gaussian" | "hdae" | "xdae" | "joint" | "joint-noisy" | "hand-designed"
+    paper_eps: tuple[float, float, float]
+    units: str = "native"  # "pixel255": ε in 0–255 pixel units (PPGN-x), converted to [0, 1]
+    step_form: str = "release"
+    lr: float = 0.1
+    lr_end: float = 0.1
+    jitter: int = 0
+    reset_every: int = 0
+    note: str = ""
+
+    def settings(self, **overrides) -> StepSettings:
+        """StepSettings in this engine's units ([0, 1] images, codes as E gives them)."""
+        e1, e2, e3 = self.paper_eps
+        if self.units == "pixel255":
+            # x255 = 255·x01 ⇒ ∂/∂x255 = ∂/∂x01 / 255 and Δx01 = Δx255 / 255.
+            e2, e3 = e2 / 255.0 ** 2, e3 / 255.0
+        s = StepSettings(eps1=e1, eps2=e2, eps3=e3, step_form=self.step_form, lr=self.lr, lr_end=self.lr_end,
+                         jitter=self.jitter, reset_every=self.reset_every)
+        return replace(s, **overrides).validate()
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("noiseless-joint-ppgn-h", "Noiseless Joint PPGN-h (paper's best)", "h", "joint", (1e-5, 1.0, 1e-17),
+           note="Sec. 3.5; G trained with L_img + L_h1 + L_GAN; prior E(G(h)) − h"),
+    Preset("joint-ppgn-h", "Joint PPGN-h", "h", "joint-noisy", (1e-5, 1.0, 1e-5),
+           note="Sec. 3.4; noise on x, h1 and h at the training levels"),
+    Preset("ppgn-h", "PPGN-h (MLP DAE on h)", "h", "hdae", (1e-5, 1.0, 1e-5), note="Sec. 3.3, Eq. 11"),
+    Preset("dgn-am", "DGN-AM (Gaussian prior on h)", "h", "gaussian", (0.0, 1.0, 1e-17),
+           note="Sec. 3.2; (λ, 1, 0) with ε1 = λ gives L2 decay"),
+    Preset("ppgn-x", "PPGN-x (DAE on pixels)", "x", "xdae", (1.0, 1e-5, 25.6), units="pixel255",
+           step_form="eq5", note="Sec. 3.1, S11; ε in 0–255 pixel units"),
+    Preset("hand-designed", "Hand-designed priors (Fourier, decorrelated colour, blur, TV, jitter)", "fourier",
+           "hand-designed", (0.05, 1.0, 0.0), lr=0.05, lr_end=0.02, jitter=4,
+           note="Sec. S7; image parameterised in a decorrelated Fourier basis"),
+    Preset("no-prior", "No prior (fooling images)", "x", "none", (0.0, 1.0, 0.0), lr=0.02, lr_end=0.02,
+           note="Sec. 2.2: (0, 1, 0)"),
+    Preset("mfv", "Multifaceted visualisation (release schedule)", "h", "joint", (1e-5, 1.0, 1e-17),
+           reset_every=50, lr=0.2, lr_end=0.05,
+           note="restart from fresh random codes every 50 steps; the step size decays in each segment"),
+]}
+
+DEFAULT_PRESET = "noiseless-joint-ppgn-h"
+
+
+def get_preset(name: str) -> Preset:
+    key = name.strip().lower().replace("_", "-").replace(" ", "-")
+    if key not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return PRESETS[key]
+
+
+def make_space(preset: Preset, bundle: ModelBundle) -> Space:
+    if preset.space == "h":
+        if bundle.generator is None:
+            raise ValueError(f"preset {preset.name} needs a generator G in the model bundle")
+        return CodeSpace(bundle.generator, bundle.encoder, bundle.code_shape, bundle.code_mean,
+                         bundle.code_std, bundle.code_range)
+    if preset.space == "x":
+        return PixelSpace(bundle.image_size)
+    if preset.space == "fourier":
+        return FourierSpace(bundle.image_size)
+    raise ValueError(f"unknown space {preset.space!r}")
+
+
+def make_prior(preset: Preset, bundle: ModelBundle) -> Prior:
+    kind = preset.prior
+    if kind == "none":
+        return NoPrior()
+    if kind == "gaussian":
+        return GaussianPrior(bundle.code_mean if isinstance(bundle.code_mean, torch.Tensor) else 0.0)
+    if kind == "hdae":
+        if bundle.code_dae is None:
+            raise ValueError("preset ppgn-h needs the code DAE R_h in the model bundle")
+        return DAEPrior(bundle.code_dae)
+    if kind == "xdae":
+        if bundle.image_dae is None:
+            raise ValueError("preset ppgn-x needs the image DAE R_x in the model bundle")
+        return DAEPrior(bundle.image_dae)
+    if kind in ("joint", "joint-noisy"):
+        if bundle.encoder is None or bundle.generator is None:
+            raise ValueError("the joint prior needs both E and G in the model bundle")
+        noisy = kind == "joint-noisy"
+        return JointPrior(bundle.generator, bundle.encoder, bundle.noise["x"] if noisy else 0.0,
+                          bundle.noise["h1"] if noisy else 0.0)
+    if kind == "hand-designed":
+        return ImagePrior()
+    raise ValueError(f"unknown prior {kind!r}")
+
+
+def build_sampler(preset: Preset | str, bundle: ModelBundle, condition: Condition, seed: int = 0,
+                  context: InpaintContext | None = None, control: Control | None = None,
+                  **overrides) -> Sampler:
+    """Plug a preset's space and prior, the bundle's networks and a condition into a Sampler."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    if control is None:
+        control = Control(p.settings(**overrides))
+    space = make_space(p, bundle)
+    max_abs = None
+    if p.space == "h" and bundle.code_range is not None:
+        lo, hi = bundle.code_range
+        max_abs = 10 * max(abs(lo), abs(hi))
+    return Sampler(space, make_prior(p, bundle), condition, control, context=context, seed=seed, max_abs=max_abs)

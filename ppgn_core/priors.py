@@ -1,0 +1,167 @@
+"""Prior terms p(x) / p(h): the ε1 part of the MALA-approx step (paper Eq. 5–7, 11; Sec. S7).
+
+A prior returns a *direction* d(z) in the sampled space such that ``z ← z + ε1·d``:
+
+* :class:`NoPrior` — d = 0: plain activation maximisation, "fooling" images (ε = (0, 1, 0)).
+* :class:`GaussianPrior` — d = −(z − μ): L2 decay, DGN-AM's implicit Gaussian prior (Eq. 10).
+* :class:`DAEPrior` — d = R(z) − z ≈ σ²·∂log p(z)/∂z (Eq. 6–7): PPGN-x (R_x on pixels) and
+  PPGN-h (R_h, the MLP DAE on h, Eq. 11).
+* :class:`JointPrior` — d = E(G(h)) − h: G and E as an autoencoder of h (Joint PPGN-h, Sec. 3.4
+  with noise on x, h1 and h; Noiseless Joint PPGN-h, Sec. 3.5 without).
+* :class:`ImagePrior` — hand-designed image priors of Sec. S7 (Gaussian blur, total variation),
+  applied to the image and carried back to the sampled variable through the parameterisation.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ImageFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Prior:
+    """Base class: ``direction(z, to_image, gen)`` returns d with the shape of z."""
+
+    name = "prior"
+    needs_grad = False  # True when d comes from autograd through the parameterisation
+
+    def direction(self, z: torch.Tensor, to_image: ImageFn, gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def energy(self, z: torch.Tensor, to_image: ImageFn) -> torch.Tensor | None:
+        """Per-chain energy whose decrease the prior step aims at, where one is defined."""
+        return None
+
+
+class NoPrior(Prior):
+    name = "none"
+
+    def direction(self, z, to_image, gen):
+        return torch.zeros_like(z)
+
+
+class GaussianPrior(Prior):
+    """L2 decay toward ``center`` (DGN-AM's hand-designed Gaussian p(h); Eq. 10 with ε1 = λ)."""
+
+    name = "gaussian"
+
+    def __init__(self, center: torch.Tensor | float = 0.0):
+        self.center = center
+
+    def direction(self, z, to_image, gen):
+        return -(z - self.center)
+
+    def energy(self, z, to_image):
+        return 0.5 * (z - self.center).pow(2).flatten(1).sum(1)
+
+
+class DAEPrior(Prior):
+    """∂log p(z)/∂z ≈ (R(z) − z)/σ² for a denoising autoencoder R (Eq. 6); σ² is pulled into ε1."""
+
+    name = "dae"
+
+    def __init__(self, dae: nn.Module):
+        self.dae = dae.eval()
+        for p in self.dae.parameters():
+            p.requires_grad_(False)
+
+    def direction(self, z, to_image, gen):
+        with torch.no_grad():
+            return self.dae(z) - z
+
+    def energy(self, z, to_image):
+        with torch.no_grad():
+            return (self.dae(z) - z).pow(2).flatten(1).sum(1)
+
+
+class JointPrior(Prior):
+    """R(h) = E(G(h)): the generator and the encoder as one autoencoder of h (Sec. 3.4–3.5).
+
+    For Joint PPGN-h, Gaussian noise of the training levels is added to x and h1 on the way
+    (``noise_x`` in pixel units of [0, 1], ``noise_h1`` absolute); Noiseless Joint uses zeros.
+    """
+
+    name = "joint"
+
+    def __init__(self, generator: nn.Module, encoder: nn.Module, noise_x: float = 0.0,
+                 noise_h1: float = 0.0):
+        self.generator, self.encoder = generator, encoder
+        self.noise_x, self.noise_h1 = noise_x, noise_h1
+
+    def reconstruct(self, h: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            x = self.generator(h)
+            if self.noise_x > 0 and gen is not None:
+                x = x + _randn_like(x, gen) * self.noise_x
+            h1 = self.encoder.encode_h1(x)
+            if self.noise_h1 > 0 and gen is not None:
+                h1 = h1 + _randn_like(h1, gen) * self.noise_h1
+            return self.encoder.h1_to_h(h1)
+
+    def direction(self, z, to_image, gen):
+        return self.reconstruct(z, gen) - z
+
+    def energy(self, z, to_image):
+        return (self.reconstruct(z) - z).pow(2).flatten(1).sum(1)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of B×C×H×W images (reflect padding)."""
+    radius = max(1, int(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    xp = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    xp = F.conv2d(xp, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(xp, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Per-image anisotropic total variation (sum of absolute neighbour differences)."""
+    dh = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).sum(1)
+    dw = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).sum(1)
+    return dh + dw
+
+
+class ImagePrior(Prior):
+    """Hand-designed image priors (Sec. S7): blur (Yosinski et al.) and total variation.
+
+    The blur term is the regulariser r(x) = blur(x) of Eq. 17, i.e. a step toward the blurred
+    image; the TV term is −∂TV/∂x (normalised per pixel). Both act on the image and reach the
+    sampled variable through the parameterisation by autograd.
+    """
+
+    name = "hand-designed"
+    needs_grad = True
+
+    def __init__(self, blur_sigma: float = 0.5, blur_weight: float = 1.0, tv_weight: float = 1.0):
+        self.blur_sigma, self.blur_weight, self.tv_weight = blur_sigma, blur_weight, tv_weight
+
+    def energy_of_image(self, x: torch.Tensor) -> torch.Tensor:
+        e = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+        if self.blur_weight > 0 and self.blur_sigma > 0:
+            target = gaussian_blur(x, self.blur_sigma).detach()
+            e = e + self.blur_weight * 0.5 * (x - target).pow(2).flatten(1).sum(1)
+        if self.tv_weight > 0:
+            e = e + self.tv_weight * total_variation(x) / x[0].numel() * 3
+        return e
+
+    def direction(self, z, to_image, gen):
+        with torch.enable_grad():
+            zz = z.detach().requires_grad_(True)
+            e = self.energy_of_image(to_image(zz)).sum()
+            (g,) = torch.autograd.grad(e, zz)
+        return -g
+
+    def energy(self, z, to_image):
+        with torch.no_grad():
+            return self.energy_of_image(to_image(z))
+
+
+def _randn_like(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)

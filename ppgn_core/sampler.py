@@ -1,0 +1,229 @@
+"""MALA-approx sampling (paper Eq. 5, 7, 11) over pixels, codes or a Fourier image; batched, seeded,
+streaming.
+
+One step over the sampled variable z (x itself, or a code h with image G(h)):
+
+    eq5:      z ← z + ε1·d_prior(z) + ε2·∂log p(y|x(z))/∂z − ε4·∂‖(1−M)⊙(x_real − x(z))‖²/∂z + N(0, ε3²)
+    release:  d = ε1·d_prior + ε2·∂log p/∂z − ε4·∂ctx/∂z;  z ← z + lr_t·scale·d/mean|d| + N(0, ε3²)
+
+where ``release`` is the original code's normalised step (lr_t linear from lr to lr_end, in
+units of the code's own spread ``scale``). z is then clamped to its range. Settings live in a
+:class:`Control` that may change between steps (live sliders) and can stop a chain.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import asdict, dataclass, field, replace
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .conditions import Condition, InpaintContext, evaluate
+from .priors import Prior
+from .spaces import Space
+
+STEP_FORMS = ("eq5", "release")
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """The ε of Eq. 5 (ε4: inpainting context, Sec. S10) and the step form."""
+
+    eps1: float = 1e-5
+    eps2: float = 1.0
+    eps3: float = 1e-17
+    eps4: float = 0.0
+    step_form: str = "release"
+    lr: float = 0.1
+    lr_end: float = 0.1
+    jitter: int = 0  # random shift (pixels) of the image the condition sees (Sec. S7)
+    reset_every: int = 0  # MFV schedule: restart chains from new random codes every N steps
+
+    def validate(self) -> "StepSettings":
+        for name in ("eps1", "eps2", "eps3", "eps4", "lr", "lr_end"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        for name in ("eps1", "eps3", "eps4", "lr", "lr_end"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.step_form not in STEP_FORMS:
+            raise ValueError(f"step_form must be one of {STEP_FORMS}, got {self.step_form!r}")
+        if self.jitter < 0 or self.reset_every < 0:
+            raise ValueError("jitter and reset_every must be ≥ 0")
+        return self
+
+
+class Control:
+    """Thread-safe live settings and a stop flag, shared by a running chain and its UI."""
+
+    def __init__(self, settings: StepSettings):
+        self._settings = settings.validate()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    @property
+    def settings(self) -> StepSettings:
+        with self._lock:
+            return self._settings
+
+    def update(self, **changes) -> StepSettings:
+        """Change some settings; they take effect at the next step."""
+        with self._lock:
+            self._settings = replace(self._settings, **changes).validate()
+            return self._settings
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+
+@dataclass
+class Snapshot:
+    """The state of all chains at one step (image, z, p(y=c|x), condition value)."""
+
+    step: int
+    image: torch.Tensor  # B×3×H×W in [0, 1], on the CPU
+    z: torch.Tensor  # B×…, on the CPU
+    p_class: torch.Tensor | None  # B
+    condition: torch.Tensor  # B (the objective ε2 ascends)
+    settings: StepSettings
+    recovered: list[int] = field(default_factory=list)  # chains reverted this step (non-finite)
+    reset: bool = False
+    final: bool = False
+
+
+class Sampler:
+    """Batched MALA-approx chains: ``space`` + ``prior`` + ``condition`` (+ inpainting ``context``).
+
+    ``seed`` fixes every random draw (a local torch generator; nothing global is touched), so
+    the same seed gives the same chains. ``max_abs`` bounds |z|: a chain whose state becomes
+    non-finite or runs past it is reverted to its last good state and reported.
+    """
+
+    def __init__(self, space: Space, prior: Prior, condition: Condition, control: Control,
+                 context: InpaintContext | None = None, seed: int = 0, max_abs: float | None = None):
+        self.space, self.prior, self.condition, self.control = space, prior, condition, control
+        self.context = context
+        self.seed = int(seed)
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.np_rng = np.random.default_rng(self.seed)
+        self.max_abs = max_abs
+        self.schedule: list[dict] = []
+        self.recoveries = 0
+
+    # ---------------------------------------------------------------- starting points
+    def init(self, batch: int, device: torch.device | str = "cpu", start: torch.Tensor | None = None) -> torch.Tensor:
+        """Random starts, or E(start) for real start images (paper Fig. S13)."""
+        device = torch.device(device)
+        if start is not None:
+            z = self.space.encode(start.to(device))
+            if z.shape[0] == 1 and batch > 1:
+                z = z.expand(batch, *z.shape[1:]).clone()
+            return self.space.clamp(z)
+        return self.space.init(batch, self.gen, device)
+
+    def image(self, z: torch.Tensor) -> torch.Tensor:
+        """x(z), with observed pixels clamped when inpainting."""
+        x = self.space.to_image(z)
+        return self.context.clamp(x) if self.context is not None else x
+
+    # ---------------------------------------------------------------- one step
+    def _jitter(self, x: torch.Tensor, amount: int) -> torch.Tensor:
+        if amount <= 0:
+            return x
+        dy, dx = (int(v) for v in torch.randint(-amount, amount + 1, (2,), generator=self.gen))
+        return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+
+    def _evaluate(self, z: torch.Tensor, s: StepSettings, need_grad: bool):
+        with torch.enable_grad() if need_grad else torch.no_grad():
+            zz = z.detach().requires_grad_(need_grad)
+            x = self.image(zz)
+            out = evaluate(self.condition, self._jitter(x, s.jitter) if need_grad else x)
+            grad = None
+            if need_grad:
+                total = s.eps2 * out.objective.sum()
+                if self.context is not None and s.eps4 > 0:
+                    total = total - s.eps4 * self.context.context_loss(self.space.to_image(zz)).sum()
+                (grad,) = torch.autograd.grad(total, zz)
+        return x.detach(), out, grad
+
+    def step_direction(self, z: torch.Tensor, grad_term: torch.Tensor, s: StepSettings, t: int,
+                       steps: int) -> torch.Tensor:
+        """The deterministic part of the update (without noise)."""
+        d = grad_term
+        if s.eps1 != 0:
+            d = d + s.eps1 * self.prior.direction(z, self.space.to_image, self.gen)
+        if s.step_form == "eq5":
+            return d
+        frac = t / max(1, steps - 1)
+        lr_t = s.lr + (s.lr_end - s.lr) * frac
+        norm = d.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, *([1] * (d.dim() - 1)))
+        return lr_t * self.space.step_scale * d / norm
+
+    def _bad(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.flatten(1)
+        bad = ~torch.isfinite(flat).all(1)
+        if self.max_abs is not None:
+            bad |= flat.abs().amax(1).nan_to_num(float("inf")) > self.max_abs
+        return bad
+
+    # ---------------------------------------------------------------- the chain
+    def run(self, z0: torch.Tensor, steps: int, snapshot_every: int = 1) -> Iterator[Snapshot]:
+        """Run ``steps`` steps from z0, yielding a snapshot at step 0, every ``snapshot_every``
+        steps, and at the end (``final=True``, also when stopped early)."""
+        if steps < 0:
+            raise ValueError("steps must be ≥ 0")
+        if snapshot_every < 1:
+            raise ValueError("snapshot_every must be ≥ 1")
+        z = self.space.clamp(z0.detach().clone())
+        if self._bad(z).any():
+            raise ValueError("the starting point has non-finite or out-of-range values")
+        last_good = z.clone()
+        t = 0
+        recovered: list[int] = []
+        reset = False
+        while t < steps and not self.control.stopped:
+            s = self.control.settings
+            if s.reset_every and t > 0 and t % s.reset_every == 0:
+                z = self.space.init(z.shape[0], self.gen, z.device)
+                reset = True
+            x, out, grad = self._evaluate(z, s, need_grad=True)
+            self.schedule.append({"step": t, **{k: v for k, v in asdict(s).items()}})
+            if t % snapshot_every == 0:
+                yield self._snapshot(t, x, z, out, s, recovered, reset)
+                recovered, reset = [], False
+            with torch.no_grad():
+                dz = self.step_direction(z, grad, s, t, steps)
+                z_new = z + dz
+                if s.eps3 > 0:
+                    z_new = z_new + s.eps3 * torch.randn(z.shape, generator=self.gen).to(z.device)
+                z_new = self.space.clamp(z_new)
+                bad = self._bad(z_new)
+                if bad.any():
+                    z_new[bad] = last_good[bad]
+                    recovered = bad.nonzero().flatten().tolist()
+                    self.recoveries += len(recovered)
+                z = z_new
+                last_good = z.clone()
+            t += 1
+        s = self.control.settings
+        x, out, _ = self._evaluate(z, s, need_grad=False)
+        yield self._snapshot(t, x, z, out, s, recovered, reset, final=True)
+
+    def _snapshot(self, t, x, z, out, s, recovered, reset, final=False) -> Snapshot:
+        return Snapshot(step=t, image=x.detach().clamp(0, 1).cpu(), z=z.detach().cpu(),
+                        p_class=None if out.p_class is None else out.p_class.detach().cpu(),
+                        condition=out.objective.detach().cpu(), settings=s,
+                        recovered=list(recovered), reset=reset, final=final)
+
+
+def run_to_end(sampler: Sampler, z0: torch.Tensor, steps: int, snapshot_every: int = 1) -> list[Snapshot]:
+    """Run a chain and return all its snapshots (the last one is final)."""
+    return list(sampler.run(z0, steps, snapshot_every))

@@ -1,0 +1,80 @@
+"""The real condition network (EfficientNet-Lite0 from its PyPI wheel), class names, layers."""
+
+import random
+
+import pytest
+import torch
+
+from ppgn_core.conditions import UnitCondition, class_index, imagenet_categories, parse_unit
+from ppgn_core.data import label_of, list_images, load_rgb
+from tests.conftest import DATA
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="../shared/data not present")
+def test_lite0_top1_on_real_val_photos(lite0):
+    files = list_images(DATA / "val")
+    files = random.Random(0).sample(files, 200)
+    x = torch.stack([torch.from_numpy(load_rgb(f, 128)).permute(2, 0, 1) for f in files]).float() / 255
+    y = torch.tensor([label_of(f) for f in files])
+    assert lite0.input_size == 224  # 128-px photos are upsampled to 224 inside the classifier
+    with torch.no_grad():
+        pred = torch.cat([lite0(x[i:i + 50]).argmax(1) for i in range(0, 200, 50)])
+    top1 = (pred == y).float().mean().item()
+    assert top1 >= 0.50, top1
+
+
+def test_class_names_and_forgiving_lookup():
+    cats = imagenet_categories()
+    assert len(cats) == 1000 and cats[980] == "volcano"
+    assert class_index("Volcano") == 980
+    assert class_index("  golf   BALL ") == 574
+    assert class_index("golf_ball") == 574
+    assert class_index("980") == 980 and class_index(0) == 0
+    with pytest.raises(ValueError, match="closest: 'golf ball'"):
+        class_index("golf bal")
+    with pytest.raises(ValueError, match="out of range"):
+        class_index(1000)
+
+
+def test_lite0_layers_and_units(lite0):
+    layers = dict(lite0.layers())
+    assert layers["blocks.10"] == 112 and layers["blocks.15"] == 320
+    assert layers["head"] == 1280 and layers["fc"] == 1000
+    assert parse_unit("blocks.10:37") == ("blocks.10", 37, None)
+    assert parse_unit("blocks.10:37@2,3") == ("blocks.10", 37, (2, 3))
+    with pytest.raises(ValueError, match="unit 112 out of range"):
+        UnitCondition(lite0, "blocks.10:112")
+    with pytest.raises(ValueError, match="unknown layer 'block.10'.*blocks.10"):
+        UnitCondition(lite0, "block.10:3")
+    with pytest.raises(ValueError, match="layer:unit"):
+        parse_unit("blocks.10")
+
+
+def test_torchvision_classifier_needs_local_weights(tmp_path, monkeypatch):
+    from ppgn_core.nets.classifiers import torchvision_classifier
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="not in the local torch cache"):
+        torchvision_classifier("resnet18")
+    with pytest.raises(ValueError, match="unknown torchvision model"):
+        torchvision_classifier("no_such_net")
+
+
+def test_torchvision_classifier_loads_from_cache(tmp_path, monkeypatch):
+    import os
+
+    import torchvision.models as tvm
+
+    from ppgn_core.nets.classifiers import torchvision_classifier
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    w = tvm.get_model_weights("resnet18").DEFAULT
+    os.makedirs(tmp_path / "checkpoints")
+    torch.manual_seed(0)
+    ref = tvm.resnet18(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "checkpoints" / os.path.basename(w.url))
+    clf = torchvision_classifier("resnet18")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert clf(x).shape == (1, 1000)
+    assert ("layer4.1", 512) in clf.layers()

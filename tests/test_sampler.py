@@ -1,0 +1,198 @@
+"""The MALA-approx engine on tiny random networks (paper Eq. 5, 7, 11)."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from ppgn_core.conditions import ClassCondition, InpaintContext, MultiCondition, UnitCondition, evaluate
+from ppgn_core.presets import PRESETS, build_sampler
+from ppgn_core.priors import DAEPrior, JointPrior
+from ppgn_core.sampler import Control, Sampler, StepSettings
+from ppgn_core.spaces import CodeSpace
+
+
+def _code_space(b, clamp=True):
+    return CodeSpace(b.generator, b.encoder, b.code_shape, 0.0, 1.0, b.code_range if clamp else None)
+
+
+def test_condition_term_raises_log_probability_in_every_chain(tiny):
+    cond = ClassCondition(tiny.classifier, [3, 17, 500, 999])
+    s = build_sampler("dgn-am", tiny, cond, seed=0, step_form="eq5", eps1=0.0, eps2=1.0, eps3=0.0)
+    snaps = list(s.run(s.init(4), steps=30, snapshot_every=30))
+    start, end = snaps[0].condition, snaps[-1].condition
+    assert snaps[-1].step == 30
+    assert torch.all(end > start), (start, end)
+    assert torch.all(snaps[-1].p_class > snaps[0].p_class)
+
+
+@pytest.mark.parametrize("prior_kind", ["joint", "hdae"])
+def test_prior_term_moves_code_toward_reconstruction_and_lowers_energy(tiny, prior_kind):
+    prior = JointPrior(tiny.generator, tiny.encoder) if prior_kind == "joint" else DAEPrior(tiny.code_dae)
+    space = _code_space(tiny, clamp=False)
+    cond = ClassCondition(tiny.classifier, 1)
+    ctl = Control(StepSettings(eps1=0.2, eps2=0.0, eps3=0.0, step_form="eq5"))
+    s = Sampler(space, prior, cond, ctl, seed=0)
+    z0 = s.init(3)
+    r0 = prior.direction(z0, space.to_image, s.gen) + z0  # R(h0)
+    snaps = list(s.run(z0, steps=1))
+    z1 = snaps[-1].z
+    assert torch.all((z1 - r0).flatten(1).norm(dim=1) < (z0 - r0).flatten(1).norm(dim=1))
+    snaps = list(Sampler(space, prior, cond, ctl, seed=0).run(z0, steps=20, snapshot_every=20))
+    e0, e1 = prior.energy(z0, space.to_image), prior.energy(snaps[-1].z, space.to_image)
+    assert torch.all(e1 < e0), (e0, e1)
+
+
+def test_noise_term_has_requested_standard_deviation(tiny):
+    eps3 = 0.37
+    space = _code_space(tiny, clamp=False)
+    ctl = Control(StepSettings(eps1=0.0, eps2=0.0, eps3=eps3, step_form="eq5"))
+    s = Sampler(space, DAEPrior(tiny.code_dae), ClassCondition(tiny.classifier, 1), ctl, seed=3)
+    z0 = s.init(8)
+    z1 = list(s.run(z0, steps=1))[-1].z
+    step = (z1 - z0).flatten()
+    assert step.numel() > 1000
+    assert abs(step.std().item() - eps3) < 0.03 * eps3
+    assert abs(step.mean().item()) < 0.05 * eps3
+
+
+def test_clamping_holds_under_large_steps(tiny):
+    s = build_sampler("joint-ppgn-h", tiny, ClassCondition(tiny.classifier, 5), seed=0,
+                      eps1=1.0, eps2=50.0, eps3=3.0, step_form="eq5")
+    lo, hi = tiny.code_range
+    for snap in s.run(s.init(4), steps=10):
+        assert snap.z.min() >= lo and snap.z.max() <= hi
+        assert torch.isfinite(snap.image).all()
+
+
+def test_release_step_is_normalised_and_lr_decays_linearly(tiny):
+    space = _code_space(tiny, clamp=False)
+    ctl = Control(StepSettings(eps1=0.0, eps2=1.0, eps3=0.0, step_form="release", lr=0.5, lr_end=0.1))
+    s = Sampler(space, DAEPrior(tiny.code_dae), ClassCondition(tiny.classifier, 1), ctl, seed=0)
+    snaps = list(s.run(s.init(2), steps=5))
+    moves = [(b.z - a.z).abs().flatten(1).mean(1) for a, b in zip(snaps[:-1], snaps[1:])]
+    expected = [0.5 + (0.1 - 0.5) * t / 4 for t in range(5)]
+    for m, e in zip(moves, expected):
+        assert torch.allclose(m, torch.full_like(m, e * space.step_scale), rtol=1e-4)
+
+
+def test_inpainting_keeps_observed_pixels_bit_exact(tiny):
+    torch.manual_seed(0)
+    x_real = torch.rand(1, 3, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:20, 10:24] = 1
+    ctx = InpaintContext(x_real, mask, eps4=1.0)
+    s = build_sampler("noiseless-joint-ppgn-h", tiny, ClassCondition(tiny.classifier, 7), seed=0, context=ctx,
+                      eps4=1.0)
+    keep = (mask == 0).expand(2, 3, 32, 32)
+    for snap in s.run(s.init(2, start=x_real), steps=6):
+        assert torch.equal(snap.image[keep], x_real.expand(2, 3, 32, 32)[keep])
+    assert not torch.equal(snap.image[~keep], x_real.expand(2, 3, 32, 32)[~keep])
+
+
+def test_context_term_lowers_context_error(tiny):
+    torch.manual_seed(1)
+    x_real = torch.rand(1, 3, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 4:16, 4:16] = 1
+    ctx = InpaintContext(x_real, mask, eps4=1.0)
+    s = build_sampler("dgn-am", tiny, ClassCondition(tiny.classifier, 7), seed=0, context=ctx,
+                      eps1=0.0, eps2=0.0, eps3=0.0, eps4=1.0)
+    z0 = s.init(2)
+    snaps = list(s.run(z0, steps=15, snapshot_every=15))
+    before = ctx.context_loss(tiny.generator(z0))
+    after = ctx.context_loss(tiny.generator(snaps[-1].z))
+    assert torch.all(after < before)
+
+
+def test_same_seed_same_chain_and_different_seed_different_chain(tiny):
+    cond = ClassCondition(tiny.classifier, 9)
+
+    def chain(seed):
+        s = build_sampler("joint-ppgn-h", tiny, cond, seed=seed, eps3=0.1)
+        return torch.stack([sn.z for sn in s.run(s.init(2), steps=8)])
+
+    a, b, c = chain(11), chain(11), chain(12)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_changed_eps_takes_effect_at_next_step(tiny):
+    cond = ClassCondition(tiny.classifier, 9)
+    s = build_sampler("dgn-am", tiny, cond, seed=0, step_form="eq5", eps1=0.0, eps2=1.0, eps3=0.0)
+    zs = []
+    for snap in s.run(s.init(2), steps=6):
+        zs.append(snap.z)
+        if snap.step == 2:
+            s.control.update(eps2=0.0)  # freeze from step 3 on
+    eps2_by_step = [row["eps2"] for row in s.schedule]
+    assert eps2_by_step == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert not torch.equal(zs[2], zs[3])  # step 2 still used ε2 = 1
+    assert torch.equal(zs[3], zs[4]) and torch.equal(zs[4], zs[6])
+
+
+def test_stop_ends_chain_early_with_final_snapshot(tiny):
+    s = build_sampler("dgn-am", tiny, ClassCondition(tiny.classifier, 2), seed=0)
+    snaps = []
+    for snap in s.run(s.init(1), steps=50):
+        snaps.append(snap)
+        if snap.step == 4:
+            s.control.stop()
+    assert snaps[-1].final and snaps[-1].step == 5
+
+
+def test_nonfinite_chain_is_reverted_and_reported(tiny):
+    class Exploding(DAEPrior):
+        def direction(self, z, to_image, gen):
+            d = torch.zeros_like(z)
+            d[0] = float("nan")
+            return d
+
+    space = _code_space(tiny, clamp=False)
+    ctl = Control(StepSettings(eps1=1.0, eps2=1.0, eps3=0.0, step_form="eq5"))
+    s = Sampler(space, Exploding(tiny.code_dae), ClassCondition(tiny.classifier, 1), ctl, seed=0)
+    z0 = s.init(2)
+    snaps = list(s.run(z0, steps=2))
+    assert torch.isfinite(snaps[-1].z).all() and torch.isfinite(snaps[-1].image).all()
+    assert torch.equal(snaps[-1].z[0], z0[0])
+    assert snaps[1].recovered == [0] and s.recoveries == 2
+
+
+def test_unit_and_multi_conditions(tiny):
+    unit = UnitCondition(tiny.classifier, "blocks.1:5")
+    s = build_sampler("dgn-am", tiny, unit, seed=0, step_form="eq5", eps2=1.0, eps3=0.0)
+    snaps = list(s.run(s.init(3), steps=20, snapshot_every=20))
+    assert torch.all(snaps[-1].condition > snaps[0].condition)
+    multi = MultiCondition([(ClassCondition(tiny.classifier, 1), 1.0), (ClassCondition(tiny.classifier, 2), 0.5)])
+    x = torch.rand(2, 3, 32, 32)
+    out = evaluate(multi, x)
+    assert torch.allclose(out.objective, out.values[0] + 0.5 * out.values[1])
+    pos = UnitCondition(tiny.classifier, "blocks.0:3@1,2")
+    with tiny.classifier.capture(["blocks.0"]) as acts:
+        logits = tiny.classifier(x)
+    assert torch.allclose(pos.value(logits, acts), acts["blocks.0"][:, 3, 1, 2])
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_runs_and_stays_finite(tiny, name):
+    s = build_sampler(name, tiny, ClassCondition(tiny.classifier, 4), seed=0)
+    snaps = list(s.run(s.init(2), steps=3))
+    assert snaps[-1].image.shape == (2, 3, 32, 32)
+    assert torch.isfinite(snaps[-1].image).all()
+    assert 0 <= snaps[-1].image.min() and snaps[-1].image.max() <= 1
+
+
+def test_ppgn_x_preset_converts_pixel_units():
+    st = PRESETS["ppgn-x"].settings()
+    assert st.eps1 == 1.0
+    assert st.eps2 == pytest.approx(1e-5 / 255 ** 2)
+    assert st.eps3 == pytest.approx(25.6 / 255)
+
+
+def test_settings_reject_bad_values():
+    with pytest.raises(ValueError, match="eps3"):
+        StepSettings(eps3=float("nan")).validate()
+    with pytest.raises(ValueError, match="step_form"):
+        dataclasses.replace(StepSettings(), step_form="adam").validate()
+    with pytest.raises(ValueError, match="eps1"):
+        Control(StepSettings()).update(eps1=-1.0)
