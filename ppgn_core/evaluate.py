@@ -1,0 +1,218 @@
+"""Evaluation: an independent judge's accuracy, diversity (MS-SSIM), mixing, reconstructions.
+
+The judge is EfficientNet-Lite2, which never takes part in sampling (C = Lite0): a condition
+network's own p(class) is easy to push to 0.9+ with images no other network recognises.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .conditions import ClassCondition, imagenet_categories
+from .data import DEFAULT_DATA_ROOT, load_folder, to_float
+from .nets.classifiers import ImageClassifier, efficientnet_lite_classifier
+from .nets.registry import ModelBundle
+from .presets import build_sampler
+
+#: the paper's extra classes of interest, beside the 10 Imagenette (training) classes
+EXTRA_CLASSES = ["volcano", "pool table", "cardoon", "planetarium", "junco", "bell pepper", "lemon",
+                 "monarch", "castle", "daisy"]
+IMAGENETTE_CLASSES = [0, 217, 482, 491, 497, 566, 569, 571, 574, 701]
+
+
+# ----------------------------------------------------------------------------- MS-SSIM
+
+def _gauss_window(size: int = 11, sigma: float = 1.5, device=None) -> torch.Tensor:
+    t = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-(t ** 2) / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def _filter(x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+    c = x.shape[1]
+    x = F.conv2d(x, win.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(x, win.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def _ssim_parts(a: torch.Tensor, b: torch.Tensor, win: torch.Tensor, data_range: float = 1.0):
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = _filter(a, win), _filter(b, win)
+    saa = _filter(a * a, win) - mu_a ** 2
+    sbb = _filter(b * b, win) - mu_b ** 2
+    sab = _filter(a * b, win) - mu_a * mu_b
+    cs = (2 * sab + c2) / (saa + sbb + c2)
+    ssim_map = ((2 * mu_a * mu_b + c1) / (mu_a ** 2 + mu_b ** 2 + c1)) * cs
+    return ssim_map.flatten(2).mean(-1), cs.flatten(2).mean(-1)  # B×C each
+
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def ms_ssim(a: torch.Tensor, b: torch.Tensor, weights: tuple[float, ...] = MS_SSIM_WEIGHTS,
+            win_size: int = 11) -> torch.Tensor:
+    """Multi-scale SSIM (Wang et al. 2003) of images in [0, 1], per image (B). Gaussian window
+    11 (σ 1.5), 2× average-pool between scales; needs a side > (win_size−1)·2^(scales−1)."""
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if min(a.shape[-2:]) <= (win_size - 1) * 2 ** (len(weights) - 1):
+        raise ValueError(f"images of side {min(a.shape[-2:])} are too small for {len(weights)} scales")
+    win = _gauss_window(win_size, 1.5, a.device)
+    w = torch.tensor(weights, device=a.device)
+    vals = []
+    for i in range(len(weights)):
+        ssim, cs = _ssim_parts(a, b, win)
+        vals.append(torch.relu(ssim if i == len(weights) - 1 else cs))
+        if i < len(weights) - 1:
+            a = F.avg_pool2d(a, 2)
+            b = F.avg_pool2d(b, 2)
+    stack = torch.stack(vals, dim=0)  # S×B×C
+    return torch.prod(stack ** w.view(-1, 1, 1), dim=0).mean(1)
+
+
+def mean_pairwise_ms_ssim(images: torch.Tensor, max_pairs: int = 200, seed: int = 0) -> float:
+    """Mean MS-SSIM over (up to ``max_pairs`` random) pairs of distinct images: lower = more diverse."""
+    n = images.shape[0]
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if not pairs:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    if len(pairs) > max_pairs:
+        pairs = [pairs[k] for k in rng.choice(len(pairs), max_pairs, replace=False)]
+    ia = torch.tensor([p[0] for p in pairs])
+    ib = torch.tensor([p[1] for p in pairs])
+    return float(ms_ssim(images[ia], images[ib]).mean())
+
+
+# ----------------------------------------------------------------------------- judge
+
+class Judge:
+    """EfficientNet-Lite2 (never used in sampling) classifying images in [0, 1]."""
+
+    def __init__(self, classifier: ImageClassifier | None = None, device: str = "cpu"):
+        self.classifier = (classifier or efficientnet_lite_classifier(2)).to(device)
+        self.device = device
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
+        return torch.cat([self.classifier(images[i:i + batch].to(self.device)).cpu()
+                          for i in range(0, len(images), batch)])
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
+        """Pooled penultimate features (for diversity spread and mixing distances)."""
+        out = []
+        for i in range(0, len(images), batch):
+            with self.classifier.capture(["head"]) as acts:
+                self.classifier(images[i:i + batch].to(self.device))
+            out.append(acts["head"].mean((2, 3)).cpu())
+        return torch.cat(out)
+
+    def hits(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.logits(images)
+        top5 = logits.topk(5, dim=1).indices
+        t = targets.view(-1, 1)
+        return {"top1": top5[:, :1].eq(t).any(1), "top5": top5.eq(t).any(1),
+                "p_target": F.softmax(logits, 1).gather(1, t).squeeze(1), "pred": top5[:, 0]}
+
+
+def real_image_accuracy(judge: Judge, root: Path = DEFAULT_DATA_ROOT / "val", limit: int | None = 500,
+                        seed: int = 0) -> dict:
+    """The judge's own accuracy on real photos (the ceiling), from its real predictions."""
+    images_u8, labels = load_folder(root, 128, limit, seed)
+    h = judge.hits(to_float(images_u8), labels)
+    return {"n": int(len(labels)), "top1": float(h["top1"].float().mean()), "top5": float(h["top5"].float().mean())}
+
+
+# ----------------------------------------------------------------------------- reconstructions
+
+@torch.no_grad()
+def reconstruction_metrics(bundle: ModelBundle, images: torch.Tensor, batch: int = 32) -> dict:
+    """PSNR of G(E(x)) against x and cosine similarity of E(G(E(x))) to E(x), on real images."""
+    psnrs, coss = [], []
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch]
+        h = bundle.encoder(x)
+        xr = bundle.generator(h)
+        mse = ((xr.clamp(0, 1) - x) ** 2).flatten(1).mean(1)
+        psnrs.append(10 * torch.log10(1 / mse.clamp_min(1e-10)))
+        coss.append(F.cosine_similarity(bundle.encoder(xr).flatten(1), h.flatten(1), dim=1))
+    p, c = torch.cat(psnrs), torch.cat(coss)
+    return {"n": int(len(images)), "psnr_db": float(p.mean()), "psnr_std": float(p.std()),
+            "cosine_h": float(c.mean()), "cosine_std": float(c.std())}
+
+
+# ----------------------------------------------------------------------------- sampling evaluation
+
+@dataclass
+class PresetRun:
+    preset: str
+    images: torch.Tensor  # N×3×H×W final samples
+    targets: torch.Tensor  # N
+    p_class: torch.Tensor  # N, under C
+    trajectory: torch.Tensor  # S×N×3×H×W snapshots (for mixing)
+    seconds: float
+
+
+def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], chains: int, steps: int,
+                          seed: int = 0, snapshot_every: int = 10, device: str = "cpu",
+                          overrides: dict | None = None) -> PresetRun:
+    """``chains`` chains for each class, all classes in one batch (one target per chain)."""
+    targets = torch.tensor([c for c in classes for _ in range(chains)])
+    cond = ClassCondition(bundle.classifier, targets)
+    s = build_sampler(preset, bundle, cond, seed=seed, **(overrides or {}))
+    t0 = time.time()
+    snaps = list(s.run(s.init(len(targets), device), steps, snapshot_every))
+    last = snaps[-1]
+    return PresetRun(preset, last.image, targets, last.p_class, torch.stack([sn.image for sn in snaps]),
+                     time.time() - t0)
+
+
+def judge_summary(judge: Judge, run: PresetRun) -> dict:
+    h = judge.hits(run.images, run.targets)
+    return {"preset": run.preset, "n": int(len(run.targets)), "judge_top1": float(h["top1"].float().mean()),
+            "judge_top5": float(h["top5"].float().mean()),
+            "judge_p_target": float(h["p_target"].mean()),
+            "c_p_class_mean": float(run.p_class.mean()), "c_pass_097": float((run.p_class >= 0.97).float().mean()),
+            "seconds": round(run.seconds, 1), "per_sample_top1": h["top1"].int().tolist(),
+            "per_sample_pred": h["pred"].tolist()}
+
+
+def class_ids(names: list[str | int]) -> list[int]:
+    from .conditions import class_index
+
+    return [class_index(n) for n in names]
+
+
+def save_sheet(run: PresetRun, path: Path, chains: int) -> None:
+    from .images import grid, save_png
+
+    save_png(grid(run.images, nrow=chains * 4 if len(run.images) >= chains * 4 else chains), path)
+
+
+def compare_priors(bundle: ModelBundle, presets: list[str], classes: list[int], chains: int, steps: int,
+                   out: Path, seed: int = 0, device: str = "cpu", overrides: dict | None = None) -> dict:
+    """Judge accuracy for several presets on the same classes and seeds (issue: learned prior vs DGN-AM)."""
+    out.mkdir(parents=True, exist_ok=True)
+    judge = Judge(device=device)
+    names = imagenet_categories()
+    results = {"classes": [names[c] for c in classes], "chains": chains, "steps": steps, "seed": seed,
+               "condition": bundle.classifier.name, "judge": judge.classifier.name, "presets": {}}
+    for p in presets:
+        run = run_preset_on_classes(bundle, p, classes, chains, steps, seed, steps, device,
+                                    (overrides or {}).get(p))
+        results["presets"][p] = judge_summary(judge, run)
+        save_sheet(run, out / f"sheet_{p}.png", chains)
+        (out / "compare_priors.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def fmt_pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"

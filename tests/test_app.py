@@ -1,0 +1,176 @@
+"""End-to-end tests of the app through gradio_client against a launched server (tiny models)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_app(bundle: str = "tiny", extra: list[str] | None = None, timeout: float = 120):
+    port = _free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--bundle", bundle, "--port", str(port),
+                             *(extra or [])], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    t0 = time.time()
+    lines = []
+    while time.time() - t0 < timeout:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        lines.append(line)
+        if "PPGN Studio ready" in line:
+            return proc, f"http://127.0.0.1:{port}/", time.time() - t0
+    proc.kill()
+    raise RuntimeError("app did not start:\n" + "".join(lines))
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    proc, url, _ = launch_app()
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def client(url):
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def _size(path: str) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size
+
+
+def _sample_args(steps=12, chains=2, seed=0, preset="noiseless-joint-ppgn-h"):
+    return ("574: golf ball", preset, -5, 1.0, -17, 0.1, steps, chains, seed, None)
+
+
+def test_sample_tab_streams_images_of_model_size(app_url):
+    c = client(app_url)
+    job = c.submit(*_sample_args(), api_name="/sample")
+    outs = list(job)
+    final = job.outputs()[-1]
+    assert len(job.outputs()) >= 2  # streamed
+    gallery, _plot, film, status, files = final
+    assert len(gallery) == 2 and all(_size(g["image"]) == (32, 32) for g in gallery)
+    assert "step 12 / 12" in status
+    rec = json.load(open([f for f in files if f.endswith(".json")][0]))
+    assert rec["steps_run"] == 12 and len(rec["chains"]) == 2
+    assert any(f.endswith("grid.png") for f in files) and any(f.endswith("chain.gif") for f in files)
+    del outs
+
+
+def test_stop_ends_run_early(app_url):
+    c = client(app_url)
+    job = c.submit(*_sample_args(steps=2000, chains=1), api_name="/sample")
+    for _ in job:
+        c.predict(api_name="/stop")
+        break
+    t0 = time.time()
+    while not job.done() and time.time() - t0 < 60:
+        time.sleep(0.2)
+    final = job.outputs()[-1]
+    rec = json.load(open([f for f in final[4] if f.endswith(".json")][0]))
+    assert rec["stopped_early"] and rec["steps_run"] < 2000
+
+
+def test_slider_change_mid_run_shows_in_eps_schedule(app_url):
+    c = client(app_url)
+    job = c.submit(*_sample_args(steps=40, chains=1), api_name="/sample")
+    for _ in job:
+        msg = c.predict(-5, 0.25, -17, 0.1, api_name="/set_eps")
+        assert "0.25" in msg
+        break
+    while not job.done():
+        time.sleep(0.2)
+    rec = json.load(open([f for f in job.outputs()[-1][4] if f.endswith(".json")][0]))
+    eps2 = [row["eps2"] for row in rec["eps_schedule"]]
+    assert eps2[0] == 1.0 and eps2[-1] == 0.25
+
+
+def test_two_sessions_have_independent_chains(app_url):
+    a, b = client(app_url), client(app_url)
+    ja = a.submit(*_sample_args(steps=30, chains=1, seed=1), api_name="/sample")
+    jb = b.submit(*_sample_args(steps=30, chains=1, seed=1), api_name="/sample")
+    for _ in ja:
+        a.predict(api_name="/stop")  # stopping A must not stop B
+        break
+    while not (ja.done() and jb.done()):
+        time.sleep(0.2)
+    ra = json.load(open([f for f in ja.outputs()[-1][4] if f.endswith(".json")][0]))
+    rb = json.load(open([f for f in jb.outputs()[-1][4] if f.endswith(".json")][0]))
+    assert ra["stopped_early"] and not rb["stopped_early"] and rb["steps_run"] == 30
+
+
+def test_neurons_tab_groups_facets(app_url):
+    c = client(app_url)
+    out = c.predict("blocks.1", 3, 2, 2, 4, 2, 0, api_name="/neurons")
+    live, sheet, table, top, status, files = out
+    assert "facets" in status
+    assert len(table["data"]) == 2
+    assert len(top) >= 1
+    rec = json.load(open([f for f in files if f.endswith(".json")][0]))
+    assert sum(len(r["indices"]) for r in rec["facets"]) == 4  # 2 chains × 2 segments
+
+
+def test_tsne_tab_makes_grid(app_url):
+    c = client(app_url)
+    live, grid_img, plot, status, files = c.predict("980: volcano", 3, 10, 2, 0.0, 0, api_name="/tsne")
+    assert "grid" in status
+    w, h = _size(grid_img)
+    assert w == h and w >= 32 * 4  # 15 samples → 4×4 cells of 32 px
+    assert files and files[0].endswith("tsne_grid.png")
+
+
+def test_inpaint_keeps_unmasked_pixels(app_url, tmp_path):
+    from gradio_client import handle_file
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "img.png")
+    layer = np.zeros((32, 32, 4), np.uint8)
+    layer[8:20, 8:24] = 255
+    Image.fromarray(layer).save(tmp_path / "mask.png")
+    value = {"background": handle_file(str(tmp_path / "img.png")), "layers": [handle_file(str(tmp_path / "mask.png"))],
+             "composite": handle_file(str(tmp_path / "img.png"))}
+    c = client(app_url)
+    inp, plain, ctx, status, files = c.predict(value, "top class", 6, 1.0, 0, api_name="/inpaint")
+    assert "unmasked pixels changed: 0" in status
+    x = np.asarray(Image.open(inp).convert("RGB"))
+    assert np.array_equal(x, img)
+    keep = layer[..., 3] == 0
+    for p in (plain, ctx):
+        y = np.asarray(Image.open(p).convert("RGB"))
+        assert y.shape == (32, 32, 3)
+        assert np.array_equal(y[keep], img[keep])
+
+
+def test_bad_input_gives_clear_error(app_url):
+    from gradio_client.exceptions import AppError
+
+    c = client(app_url)
+    with pytest.raises(AppError, match="unknown class"):
+        c.predict("golf bal", "dgn-am", -5, 1.0, -17, 0.1, 5, 1, 0, None, api_name="/sample")
+    # the server still works afterwards
+    out = c.predict(*_sample_args(steps=2, chains=1), api_name="/sample")
+    assert "step 2 / 2" in out[3]
