@@ -59,7 +59,9 @@ def _add_common(p) -> None:
     p.add_argument("--snapshot-every", type=int, default=10)
     p.add_argument("--out", default="out")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    p.add_argument("--bundle", default="default", help="default (shipped models) or tiny (random, for tests)")
+    p.add_argument("--bundle", default="default",
+                   help="default (shipped models), paper (the release's networks, see --weights) or tiny (random)")
+    p.add_argument("--weights", default=None, help="folder of converted paper weights (--bundle paper)")
     p.add_argument("--classifier", default="lite0", help="condition network C: lite0, lite1, lite2 or a torchvision name")
 
 
@@ -86,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", default="lite0")
     p.add_argument("--bundle", default="default")
     p = sub.add_parser("presets", help="list the presets and their ε")
+    p = sub.add_parser("convert-caffe", help="convert a Caffe .caffemodel (the paper's release) to safetensors")
+    p.add_argument("--caffemodel", required=True)
+    p.add_argument("--prototxt", default=None)
+    p.add_argument("--out", required=True)
     _add_train(sub)
     return parser
 
@@ -96,6 +102,12 @@ def _load(args):
     device = args.device or _default_device()
     if args.bundle == "tiny":
         return tiny_bundle().to(device), device
+    if args.bundle == "paper":
+        from .nets.caffe import load_paper_bundle
+
+        if not args.weights:
+            raise ValueError("--bundle paper needs --weights DIR with generator.safetensors and caffenet.safetensors")
+        return load_paper_bundle(args.weights, device), device
     bundle = load_bundle(args.bundle, device)
     if args.classifier != "lite0":
         bundle.classifier = make_classifier(args.classifier).to(device)
@@ -184,6 +196,16 @@ def _run_layers(args) -> int:
     return 0
 
 
+def _run_convert(args) -> int:
+    from .nets.caffe import convert
+
+    shapes = convert(args.caffemodel, args.out, args.prototxt)
+    for k, v in shapes.items():
+        print(f"  {k:<24} {v}")
+    print(f"wrote {args.out} ({len(shapes)} tensors)")
+    return 0
+
+
 def _run_presets(args) -> int:
     from .presets import PRESETS
 
@@ -197,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         handler = {"train": _run_train, "sample": _run_sample, "inpaint": _run_inpaint,
-                   "layers": _run_layers, "presets": _run_presets}[args.command]
+                   "layers": _run_layers, "presets": _run_presets,
+                   "convert-caffe": _run_convert}[args.command]
         return handler(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -253,7 +253,7 @@ def train_generator(cfg: TrainConfig) -> dict:
             r = state["r"]
             g_gan_paused = r > 10.0
             d_paused = r < 0.1
-            loss_gan_g = bce(D(x_fake), torch.ones(per_rank, device=device))
+            loss_gan_g = bce(Dm(x_fake), torch.ones(per_rank, device=device))  # D's own replica: no DDP sync
             if cfg.w_gan > 0 and not g_gan_paused:
                 loss_g = loss_g + cfg.w_gan * loss_gan_g
             row.update(loss_gan_g=loss_gan_g.item(), g_gan_paused=int(g_gan_paused), d_paused=int(d_paused))
@@ -261,15 +261,20 @@ def train_generator(cfg: TrainConfig) -> dict:
         loss_g.backward()
         opt_g.step()
         if not warm and cfg.w_gan > 0:
-            loss_d = bce(D(x_real), torch.ones(per_rank, device=device)) + \
-                bce(D(x_fake.detach()), torch.zeros(per_rank, device=device))
+            logits_d = D(torch.cat([x_real, x_fake.detach()]))  # one forward, one backward (DDP)
+            targets = torch.cat([torch.ones(per_rank), torch.zeros(per_rank)]).to(device)
+            loss_d = 2 * bce(logits_d, targets)  # = BCE(real) + BCE(fake), each a batch mean
             opt_d.zero_grad(set_to_none=True)
             if not row["d_paused"]:
                 loss_d.backward()
                 opt_d.step()
             row["loss_d"] = loss_d.item()
-            # Pausing heuristic of S9.1 on r = lossD / lossG (adversarial parts).
-            state["r"] = loss_d.item() / max(row["loss_gan_g"], 1e-8)
+            # Pausing heuristic of S9.1 on r = lossD / lossG (adversarial parts), averaged over
+            # ranks so that every process pauses the same network.
+            pair = torch.tensor([loss_d.item(), row["loss_gan_g"]])
+            if world > 1:
+                dist.all_reduce(pair)
+            state["r"] = float(pair[0] / pair[1].clamp_min(1e-8))
         step += 1
         if bar is not None:
             bar.update(1)
