@@ -251,9 +251,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 with gr.Column(scale=2):
                     i_status = gr.Markdown(elem_id="inpaint-status")
                     with gr.Row():
-                        i_input = gr.Image(label="Input as the model sees it", elem_id="inpaint-input", format="png")
-                        i_plain = gr.Image(label="PPGN", elem_id="inpaint-ppgn", format="png")
-                        i_ctx = gr.Image(label="PPGN-context", elem_id="inpaint-context", format="png")
+                        i_input = gr.Image(label="Input as the model sees it", elem_id="inpaint-input", format="png", height=260)
+                        i_plain = gr.Image(label="PPGN", elem_id="inpaint-ppgn", format="png", height=260)
+                        i_ctx = gr.Image(label="PPGN-context", elem_id="inpaint-context", format="png", height=260)
                     i_files = gr.File(label="Download", file_count="multiple")
 
             def run_inpaint(state, editor, cls, steps, eps4, seed):

@@ -1,0 +1,100 @@
+"""A real browser (Debian's Chromium, driven by Playwright) against a launched app.
+
+Saves screenshots to docs/screenshots/. Skipped when Chromium or Playwright is missing
+(scripts/setup.sh installs both)."""
+
+import io
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.test_app import launch_app
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed")
+BUNDLE = os.environ.get("PPGN_TEST_BUNDLE", "tiny")
+
+
+@pytest.fixture(scope="module")
+def page():
+    pw_api = pytest.importorskip("playwright.sync_api")
+    proc, url, _ = launch_app(BUNDLE)
+    pw = pw_api.sync_playwright().start()
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.goto(url)
+    pg.wait_for_selector("#sample-run", timeout=60_000)
+    pg.app_url = url
+    yield pg
+    browser.close()
+    pw.stop()
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def _fetch(pg, src: str) -> np.ndarray:
+    if src.startswith("/"):
+        src = pg.app_url.rstrip("/") + src
+    data = pg.request.get(src).body()
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_sample_tab_in_browser(page):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.get_by_role("tab", name="Sample").click()
+    box = page.locator("#sample-class input")
+    box.click()
+    box.press("Control+a")
+    box.press("Backspace")
+    box.press_sequentially("golf ball", delay=30)
+    page.get_by_role("option", name="574: golf ball").click()
+    assert box.input_value() == "574: golf ball"
+    slider = page.locator("#eps1 input[type=range]")
+    before = slider.input_value()
+    slider.focus()
+    for _ in range(4):
+        page.keyboard.press("ArrowRight")
+    assert slider.input_value() != before
+    page.locator("#sample-run").click()
+    page.wait_for_selector("#sample-gallery img", timeout=60_000)
+    page.wait_for_function("document.querySelector('#sample-status').innerText.includes('step')", timeout=60_000)
+    page.screenshot(path=str(SHOTS / "sample.png"))
+    assert page.locator("#sample-gallery img").count() >= 1
+
+
+def test_inpaint_tab_in_browser(page):
+    page.get_by_role("tab", name="Inpaint").click()
+    page.locator("#inpaint-editor").scroll_into_view_if_needed()
+    page.locator(".gallery-item:visible").first.click()  # the first example image
+    time.sleep(2)
+    page.get_by_role("button", name="Brush").first.click()
+    cv = page.locator("#inpaint-editor canvas").first.bounding_box()
+    y = cv["y"] + cv["height"] / 2
+    page.mouse.move(cv["x"] + cv["width"] * 0.35, y)
+    page.mouse.down()
+    for k in range(1, 11):
+        page.mouse.move(cv["x"] + cv["width"] * (0.35 + 0.03 * k), y)
+    page.mouse.up()
+    page.locator("#inpaint-run").click()
+    page.wait_for_function("document.querySelector('#inpaint-status').innerText.includes('unmasked pixels changed')",
+                           timeout=120_000)
+    page.screenshot(path=str(SHOTS / "inpaint.png"), full_page=True)
+    status = page.locator("#inpaint-status").inner_text()
+    assert "unmasked pixels changed: 0" in status
+    x = _fetch(page, page.locator("#inpaint-input img").get_attribute("src"))
+    for sel in ("#inpaint-ppgn img", "#inpaint-context img"):
+        y_img = _fetch(page, page.locator(sel).get_attribute("src"))
+        assert y_img.shape == x.shape
+        changed = np.abs(y_img.astype(int) - x.astype(int)).sum(-1) > 0
+        rows = np.nonzero(changed.any(1))[0]
+        h = x.shape[0]
+        assert changed.any(), "the painted region was not filled"
+        # the stroke was horizontal through the middle: nothing above or below its band changed
+        assert rows.min() > h * 0.2 and rows.max() < h * 0.8, (rows.min(), rows.max())
