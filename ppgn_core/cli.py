@@ -88,6 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", default="lite0")
     p.add_argument("--bundle", default="default")
     p = sub.add_parser("presets", help="list the presets and their ε")
+    p = sub.add_parser("evaluate", help="judge accuracy (Lite2), diversity and reconstructions per preset")
+    p.add_argument("--quick", action="store_true", help="2 classes, 2 chains, 5 steps, 2 presets (smoke test)")
+    p.add_argument("--presets", nargs="+", default=["noiseless-joint-ppgn-h", "dgn-am"])
+    p.add_argument("--classes", nargs="+", default=None, help="default: the 10 Imagenette + 10 other classes")
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None, help="override the presets' step size")
+    p.add_argument("--eps1", type=float, default=None, help="override ε1 of the learned-prior presets")
+    p.add_argument("--out", default="reports")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--bundle", default="default")
+    p.add_argument("--classifier", default="lite0")
+    p.add_argument("--weights", default=None)
+    p = sub.add_parser("bench", help="ms per sampling step per preset, and the networks' floor")
+    p.add_argument("--quick", action="store_true", help="two presets, 1 chain, few repeats")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--bundle", default="default")
+    p.add_argument("--classifier", default="lite0")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--out", default="reports/bench.json")
     p = sub.add_parser("convert-caffe", help="convert a Caffe .caffemodel (the paper's release) to safetensors")
     p.add_argument("--caffemodel", required=True)
     p.add_argument("--prototxt", default=None)
@@ -177,7 +198,7 @@ def _run_inpaint(args) -> int:
     masked = x * (1 - mask) + mask * 0.5
     row = torch.cat([x.cpu(), masked.cpu(), result["images"]])
     save_png(grid(row, nrow=row.shape[0]), out / "result.png")
-    rec = {k: v for k, v in result.items() if k != "images"}
+    rec = {k: v for k, v in result.items() if k not in ("images", "snapshots")}
     (out / "result.json").write_text(json.dumps(rec, indent=2))
     print(f"class {rec['class_name']!r}: p_class {rec['p_class_start']} → {rec['p_class']}; "
           f"unmasked pixels changed: {rec['unmasked_max_abs_diff']}")
@@ -193,6 +214,47 @@ def _run_layers(args) -> int:
     print(f"{clf.name}: layer  units   (name a unit as layer:unit, e.g. blocks.10:37)")
     for name, units in clf.layers():
         print(f"  {name:<12} {units}")
+    return 0
+
+
+def _run_evaluate(args) -> int:
+    from pathlib import Path
+
+    from .evaluate import EXTRA_CLASSES, IMAGENETTE_CLASSES, class_ids, evaluate
+
+    bundle, device = _load(args)
+    classes = class_ids(args.classes) if args.classes else IMAGENETTE_CLASSES + class_ids(EXTRA_CLASSES)
+    chains, steps, presets, limit = args.chains, args.steps, args.presets, 500
+    if args.quick:
+        classes, chains, steps, presets, limit = classes[:2], 2, 5, presets[:2], 20
+    overrides = {}
+    for p in presets:
+        o = {}
+        if args.lr is not None:
+            o.update(lr=args.lr, lr_end=args.lr)
+        if args.eps1 is not None and p not in ("dgn-am", "no-prior"):
+            o["eps1"] = args.eps1
+        overrides[p] = o
+    report = evaluate(bundle, Path(args.out), presets, classes, chains, steps, args.seed, device, limit, limit,
+                      overrides)
+    print((Path(args.out) / "evaluation.md").read_text())
+    del report
+    return 0
+
+
+def _run_bench(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .bench import run_bench
+
+    bundle, device = _load(args)
+    if args.quick:
+        res = run_bench(bundle, device, ["dgn-am", "noiseless-joint-ppgn-h"], (1,), steps=2, repeats=2,
+                        out=Path(args.out))
+    else:
+        res = run_bench(bundle, device, out=Path(args.out))
+    print(json.dumps(res, indent=2))
     return 0
 
 
@@ -220,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = {"train": _run_train, "sample": _run_sample, "inpaint": _run_inpaint,
                    "layers": _run_layers, "presets": _run_presets,
-                   "convert-caffe": _run_convert}[args.command]
+                   "convert-caffe": _run_convert, "bench": _run_bench, "evaluate": _run_evaluate}[args.command]
         return handler(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

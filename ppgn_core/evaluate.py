@@ -57,9 +57,10 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
 def ms_ssim(a: torch.Tensor, b: torch.Tensor, weights: tuple[float, ...] = MS_SSIM_WEIGHTS,
-            win_size: int = 11) -> torch.Tensor:
+            win_size: int = 7) -> torch.Tensor:
     """Multi-scale SSIM (Wang et al. 2003) of images in [0, 1], per image (B). Gaussian window
-    11 (σ 1.5), 2× average-pool between scales; needs a side > (win_size−1)·2^(scales−1)."""
+    ``win_size`` (σ 1.5; 7 so that 128-px images fit five scales), 2× average-pool between scales;
+    needs a side > (win_size−1)·2^(scales−1)."""
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
     if min(a.shape[-2:]) <= (win_size - 1) * 2 ** (len(weights) - 1):
@@ -216,3 +217,69 @@ def compare_priors(bundle: ModelBundle, presets: list[str], classes: list[int], 
 
 def fmt_pct(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def diversity(run: PresetRun, chains: int) -> dict:
+    """Mean within-class pairwise MS-SSIM of final samples (lower = more diverse)."""
+    vals = []
+    for k in range(0, len(run.images), chains):
+        group = run.images[k:k + chains]
+        if len(group) >= 2:
+            vals.append(mean_pairwise_ms_ssim(group))
+    return {"ms_ssim_within_class": float(np.mean(vals)) if vals else float("nan")}
+
+
+def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[int], chains: int, steps: int,
+             seed: int = 0, device: str = "cpu", real_limit: int = 500, recon_limit: int = 500,
+             overrides: dict | None = None) -> dict:
+    """The evaluation report: judge accuracy per preset vs real photos, diversity, reconstructions."""
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    judge = Judge(device=device)
+    names = imagenet_categories()
+    report: dict = {"condition": bundle.classifier.name, "judge": judge.classifier.name, "classes": [names[c] for c in classes],
+                    "chains_per_class": chains, "steps": steps, "seed": seed, "presets": {}}
+    val_u8, val_labels = load_folder(DEFAULT_DATA_ROOT / "val", 128, max(real_limit, recon_limit), seed)
+    val = to_float(val_u8)
+    h = judge.hits(val[:real_limit], val_labels[:real_limit])
+    report["real_val"] = {"n": real_limit, "judge_top1": float(h["top1"].float().mean()),
+                          "judge_top5": float(h["top5"].float().mean())}
+    per_class = [mean_pairwise_ms_ssim(val[val_labels == c][:chains * 3]) for c in IMAGENETTE_CLASSES
+                 if int((val_labels == c).sum()) >= 2]
+    report["real_val"]["ms_ssim_within_class"] = float(np.mean(per_class))
+    if bundle.generator is not None and bundle.encoder is not None and bundle.image_size == 128:
+        report["reconstruction"] = reconstruction_metrics(bundle, val[:recon_limit].to(device))
+    for p in presets:
+        run = run_preset_on_classes(bundle, p, classes, chains, steps, seed, steps, device, (overrides or {}).get(p))
+        summary = judge_summary(judge, run)
+        summary.update(diversity(run, chains))
+        report["presets"][p] = summary
+        save_sheet(run, out / f"sheet_{p}.png", chains)
+        report["minutes"] = round((time.time() - t0) / 60, 1)
+        (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+    write_markdown(report, out / "evaluation.md")
+    return report
+
+
+PAPER_ROWS = {"PPGN (paper, 256 px, Inception judge)": (0.596, 0.23), "real ImageNet (paper)": (0.761, 0.10)}
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    lines = [f"# Evaluation: C = {report['condition']}, judge = {report['judge']}", "",
+             f"{len(report['classes'])} classes × {report['chains_per_class']} chains × {report['steps']} steps, "
+             f"seed {report['seed']}; took {report.get('minutes', '?')} min.", "",
+             "| samples | judge top-1 | judge top-5 | C p ≥ 0.97 | within-class MS-SSIM |", "|---|---|---|---|---|"]
+    for p, r in report["presets"].items():
+        lines.append(f"| {p} | {fmt_pct(r['judge_top1'])} | {fmt_pct(r['judge_top5'])} | {fmt_pct(r['c_pass_097'])} "
+                     f"| {r.get('ms_ssim_within_class', float('nan')):.3f} |")
+    rv = report["real_val"]
+    lines.append(f"| real imagenette val photos ({rv['n']}) | {fmt_pct(rv['judge_top1'])} | {fmt_pct(rv['judge_top5'])} "
+                 f"| – | {rv['ms_ssim_within_class']:.3f} |")
+    for name, (acc, ms) in PAPER_ROWS.items():
+        lines.append(f"| {name} | {fmt_pct(acc)} | – | – | {ms:.2f} |")
+    if "reconstruction" in report:
+        r = report["reconstruction"]
+        lines += ["", f"Reconstructions on {r['n']} val photos: PSNR of G(E(x)) = {r['psnr_db']:.2f} dB, "
+                      f"cosine(E(G(E(x))), E(x)) = {r['cosine_h']:.3f}."]
+    lines += ["", "Classes: " + ", ".join(report["classes"])]
+    path.write_text("\n".join(lines) + "\n")

@@ -65,6 +65,7 @@ class TrainConfig:
     noise_rel: float = 0.1  # ~10% of the mean |activation| of h1 and h
     dae_sigma: float = 0.1  # R_h: fraction of mean |h|; R_x: absolute, in [0,1] units
     dae_hidden: list[int] = field(default_factory=lambda: [1024, 512, 256])
+    xdae_width: int = 16
     weight_decay: float = 0.0
     log_every: int = 25
     image_every: int = 500
@@ -329,7 +330,7 @@ def train_dae(cfg: TrainConfig) -> dict:
         data = torch.cat([images, images.flip(-1)])
         stats = {}
         sigma = cfg.dae_sigma
-        model = ConvImageDAE().to(device)
+        model = ConvImageDAE(cfg.xdae_width).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, minutes_before = 0, 0.0
     ckpt_path = out / "checkpoint.pt"

@@ -1,0 +1,93 @@
+"""Speed: ms per sampling step per preset (1 and 8 chains, 128 px), the floor set by the networks'
+own forward/backward passes, and peak memory. ``python -m ppgn_core bench [--quick]``."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from .conditions import ClassCondition
+from .nets.registry import ModelBundle
+from .presets import PRESETS, build_sampler
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def time_steps(bundle: ModelBundle, preset: str, chains: int, steps: int, repeats: int, device: str) -> dict:
+    """Median and spread (min, max) of ms/step over ``repeats`` runs of ``steps`` steps (after a warm-up)."""
+    cond = ClassCondition(bundle.classifier, 980)
+    s = build_sampler(preset, bundle, cond, seed=0)
+    z = s.init(chains, device)
+    list(s.run(z, 2, snapshot_every=1000))  # warm-up
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        list(s.run(z, steps, snapshot_every=10 ** 9))
+        runs.append((time.perf_counter() - t0) * 1000 / (steps + 1))  # +1: the final evaluation
+    return {"median_ms": round(statistics.median(runs), 1), "min_ms": round(min(runs), 1),
+            "max_ms": round(max(runs), 1), "runs": len(runs), "steps_per_run": steps}
+
+
+def time_floor(bundle: ModelBundle, chains: int, repeats: int, device: str) -> dict:
+    """The passes a joint-prior step cannot avoid: G forward/backward with C forward/backward
+    (the condition gradient), and G + E forward (the prior)."""
+    h = torch.randn(chains, *bundle.code_shape, device=device)
+    out = {}
+
+    def cond_pass():
+        z = h.clone().requires_grad_(True)
+        logp = torch.log_softmax(bundle.classifier(bundle.generator(z)), 1)[:, 980].sum()
+        torch.autograd.grad(logp, z)
+
+    def prior_pass():
+        with torch.no_grad():
+            bundle.encoder(bundle.generator(h))
+
+    def c_only():
+        x = torch.rand(chains, 3, bundle.image_size, bundle.image_size, device=device, requires_grad=True)
+        torch.autograd.grad(bundle.classifier(x)[:, 980].sum(), x)
+
+    for name, fn in (("condition_G_C_fwd_bwd", cond_pass), ("prior_G_E_fwd", prior_pass),
+                     ("C_fwd_bwd_only", c_only)):
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1000)
+        out[name] = {"median_ms": round(statistics.median(ts), 1), "min_ms": round(min(ts), 1),
+                     "max_ms": round(max(ts), 1)}
+    out["floor_joint_step_ms"] = round(out["condition_G_C_fwd_bwd"]["median_ms"]
+                                       + out["prior_G_E_fwd"]["median_ms"], 1)
+    return out
+
+
+def run_bench(bundle: ModelBundle, device: str = "cpu", presets: list[str] | None = None,
+              chains_list: tuple[int, ...] = (1, 8), steps: int = 5, repeats: int = 3,
+              out: Path | None = Path("reports/bench.json")) -> dict:
+    presets = presets or list(PRESETS)
+    result: dict = {"device": device, "cpu": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "condition_network": bundle.classifier.name, "image_size": bundle.image_size,
+                    "ms_per_step": {}, "floor": {}}
+    for chains in chains_list:
+        result["floor"][str(chains)] = time_floor(bundle, chains, repeats, device)
+        for p in presets:
+            result["ms_per_step"].setdefault(p, {})[str(chains)] = time_steps(bundle, p, chains, steps, repeats,
+                                                                             device)
+    result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        old = json.loads(out.read_text()) if out.exists() else {}
+        old.update({"sampling": result})
+        out.write_text(json.dumps(old, indent=2))
+    return result

@@ -1,0 +1,78 @@
+"""The command line on the shipped models (assets/) and on tiny ones."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "ppgn_core", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_sample_golf_ball_dgn_am_raises_p_class(tmp_path):
+    res = cli("sample", "--class", "golf ball", "--preset", "dgn-am", "--steps", "40", "--chains", "2",
+              "--out", str(tmp_path), "--device", "cpu")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rec = json.loads((tmp_path / "result.json").read_text())
+    assert rec["preset"] == "dgn-am" and rec["steps"] == 40 and rec["seed"] == 0
+    assert rec["eps"] == [0.0, 1.0, 1e-17]
+    assert len(rec["chains"]) == 2
+    for c in rec["chains"]:
+        assert c["p_class"] > c["p_class_start"]
+    with Image.open(tmp_path / "grid.png") as g:
+        assert g.size[0] > g.size[1] > 128  # 2 rows of 128-px images, several snapshots wide
+    with Image.open(tmp_path / "chain.gif") as gif:
+        assert gif.n_frames >= 2
+
+
+def test_sample_neuron_reports_activation(tmp_path):
+    res = cli("sample", "--neuron", "blocks.1:3", "--bundle", "tiny", "--steps", "5", "--chains", "2",
+              "--preset", "dgn-am", "--step-form", "eq5", "--eps", "0", "1", "0", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rec = json.loads((tmp_path / "result.json").read_text())
+    assert all("activation" in c and "activation_start" in c for c in rec["chains"])
+    assert all(c["activation"] > c["activation_start"] for c in rec["chains"])
+
+
+def test_inpaint_cli_keeps_observed_pixels(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "x.png")
+    m = np.zeros((32, 32), np.uint8)
+    m[10:20, 5:25] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    res = cli("inpaint", "--image", str(tmp_path / "x.png"), "--mask", str(tmp_path / "m.png"), "--bundle", "tiny",
+              "--class", "volcano", "--steps", "5", "--out", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rec = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert rec["unmasked_max_abs_diff"] == 0.0 and rec["class"] == 980
+    assert (tmp_path / "o" / "result.png").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["sample", "--class", "golf bal", "--bundle", "tiny"], "closest: 'golf ball'"),
+    (["sample", "--class", "1000", "--bundle", "tiny"], "out of range"),
+    (["sample", "--class", "volcano", "--steps", "999999", "--bundle", "tiny"], "steps must be in"),
+    (["sample", "--class", "volcano", "--chains", "0", "--bundle", "tiny"], "chains must be in"),
+    (["sample", "--class", "volcano", "--eps", "nan", "1", "0", "--bundle", "tiny"], "eps1 must be finite"),
+    (["sample", "--class", "volcano", "--preset", "nope", "--bundle", "tiny"], "unknown preset"),
+    (["sample", "--neuron", "blocks.1:999", "--bundle", "tiny"], "out of range"),
+])
+def test_bad_cli_input_gives_clear_error(tmp_path, args, message):
+    res = cli(*args, "--out", str(tmp_path))
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_layers_command():
+    res = cli("layers")
+    assert res.returncode == 0
+    assert "blocks.10" in res.stdout and "112" in res.stdout

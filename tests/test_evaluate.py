@@ -1,0 +1,71 @@
+"""Evaluation metrics: MS-SSIM, the independent judge, and the evaluate command end to end."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppgn_core.evaluate import Judge, mean_pairwise_ms_ssim, ms_ssim, real_image_accuracy
+from tests.conftest import DATA
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pair():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 128, 128, generator=g)
+    a = torch.nn.functional.avg_pool2d(a, 5, 1, 2)  # some structure
+    b = (a + 0.1 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    return a, b
+
+
+def test_ms_ssim_identity_and_noise():
+    a, _ = _pair()
+    assert torch.allclose(ms_ssim(a, a), torch.ones(2), atol=1e-5)
+    g = torch.Generator().manual_seed(1)
+    vals = [ms_ssim(a, (a + s * torch.randn(a.shape, generator=g)).clamp(0, 1)).mean().item() for s in (0.02, 0.1, 0.3)]
+    assert vals[0] > vals[1] > vals[2]
+
+
+def test_ms_ssim_matches_reference_implementation():
+    from pytorch_msssim import ms_ssim as reference
+
+    a, b = _pair()
+    ours = ms_ssim(a, b)
+    ref = reference(a, b, data_range=1.0, win_size=7, size_average=False)
+    assert torch.allclose(ours, ref, atol=1e-4), (ours, ref)
+
+
+def test_pairwise_diversity_lower_for_different_images():
+    a, b = _pair()
+    same = torch.stack([a[0], a[0].clone(), a[0].clone()])
+    different = torch.stack([a[0], a[1], torch.rand(3, 128, 128)])
+    assert mean_pairwise_ms_ssim(same) > 0.99 > mean_pairwise_ms_ssim(different)
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="../shared/data not present")
+def test_judge_accuracy_on_real_photos_comes_from_lite2_predictions(monkeypatch):
+    judge = Judge()
+    assert judge.classifier.name == "efficientnet-lite2"
+    acc = real_image_accuracy(judge, DATA / "val", limit=40)
+    assert acc["n"] == 40 and acc["top1"] > 0.5 and acc["top5"] >= acc["top1"]
+    # the figure really comes from the judge's outputs: a judge that always says class 1 scores 0
+    monkeypatch.setattr(judge, "logits", lambda images, batch=32: torch.nn.functional.one_hot(
+        torch.ones(len(images), dtype=torch.long), 1000).float())
+    assert real_image_accuracy(judge, DATA / "val", limit=40)["top1"] == 0.0
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="../shared/data not present")
+def test_evaluate_quick_end_to_end(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "ppgn_core", "evaluate", "--quick", "--out", str(tmp_path),
+                          "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rep = json.loads((tmp_path / "evaluation.json").read_text())
+    assert set(rep["presets"]) == {"noiseless-joint-ppgn-h", "dgn-am"}
+    for r in rep["presets"].values():
+        assert r["n"] == 4 and 0 <= r["judge_top1"] <= r["judge_top5"] <= 1
+    assert 0 < rep["real_val"]["judge_top1"] <= 1
+    assert (tmp_path / "evaluation.md").exists() and (tmp_path / "sheet_dgn-am.png").exists()
