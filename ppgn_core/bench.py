@@ -91,3 +91,72 @@ def run_bench(bundle: ModelBundle, device: str = "cpu", presets: list[str] | Non
         old.update({"sampling": result})
         out.write_text(json.dumps(old, indent=2))
     return result
+
+
+def launch_app(bundle: str = "default", extra: list[str] | None = None, timeout: float = 180):
+    """Start ``app.py`` on a free loopback port; returns (process, url, seconds until ready)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    t0 = time.time()
+    proc = subprocess.Popen([sys.executable, str(root / "app.py"), "--bundle", bundle, "--port", str(port),
+                             *(extra or [])], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines = []
+    while time.time() - t0 < timeout:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        lines.append(line)
+        if "PPGN Studio ready" in line:
+            return proc, f"http://127.0.0.1:{port}/", time.time() - t0
+    proc.kill()
+    raise RuntimeError("app did not start:\n" + "".join(lines))
+
+
+def bench_app(bundle: str = "default", repeats: int = 3, out: Path | None = Path("reports/bench.json")) -> dict:
+    """Seconds from ``python app.py`` to serving, and from pressing Run (Sample tab, 4 chains) to the
+    first streamed image, measured through gradio_client; medians of ``repeats``."""
+    from gradio_client import Client
+
+    ready, first = [], []
+    for _ in range(repeats):
+        proc, url, t_ready = launch_app(bundle)
+        try:
+            ready.append(t_ready)
+            c = Client(url, verbose=False)
+            for _ in range(2):
+                t0 = time.time()
+                job = c.submit("980: volcano", "noiseless-joint-ppgn-h", -5, 1.0, -17, 0.1, 30, 4, 0, None,
+                               api_name="/sample")
+                for outp in job:
+                    if outp[0]:
+                        first.append(time.time() - t0)
+                        break
+                c.predict(api_name="/stop")
+                while not job.done():
+                    time.sleep(0.1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    res = {"bundle": bundle, "ready_s": {"median": round(statistics.median(ready), 2), "min": round(min(ready), 2),
+                                         "max": round(max(ready), 2), "n": len(ready)},
+           "first_image_s": {"median": round(statistics.median(first), 2), "min": round(min(first), 2),
+                             "max": round(max(first), 2), "n": len(first)},
+           "note": "first_image_s: from submitting Run (4 chains) to the first streamed gallery update, "
+                   "through gradio_client on loopback"}
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        old = json.loads(out.read_text()) if out.exists() else {}
+        old["app"] = res
+        out.write_text(json.dumps(old, indent=2))
+    return res

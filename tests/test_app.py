@@ -1,50 +1,18 @@
 """End-to-end tests of the app through gradio_client against a launched server (tiny models)."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_app(bundle: str = "tiny", extra: list[str] | None = None, timeout: float = 120):
-    port = _free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--bundle", bundle, "--port", str(port),
-                             *(extra or [])], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    t0 = time.time()
-    lines = []
-    while time.time() - t0 < timeout:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None:
-                break
-            continue
-        lines.append(line)
-        if "PPGN Studio ready" in line:
-            return proc, f"http://127.0.0.1:{port}/", time.time() - t0
-    proc.kill()
-    raise RuntimeError("app did not start:\n" + "".join(lines))
+from ppgn_core.bench import launch_app
 
 
 @pytest.fixture(scope="module")
 def app_url():
-    proc, url, _ = launch_app()
+    proc, url, _ = launch_app("tiny")
     yield url
     proc.terminate()
     proc.wait(timeout=20)
@@ -108,18 +76,20 @@ def test_slider_change_mid_run_shows_in_eps_schedule(app_url):
     assert eps2[0] == 1.0 and eps2[-1] == 0.25
 
 
-def test_two_sessions_have_independent_chains(app_url):
-    a, b = client(app_url), client(app_url)
+def test_two_sessions_have_independent_chains_and_a_third_is_served(app_url):
+    a, b, c = client(app_url), client(app_url), client(app_url)
     ja = a.submit(*_sample_args(steps=30, chains=1, seed=1), api_name="/sample")
     jb = b.submit(*_sample_args(steps=30, chains=1, seed=1), api_name="/sample")
+    jc = c.submit(*_sample_args(steps=10, chains=1, seed=2), api_name="/sample")  # queued behind A and B
     for _ in ja:
         a.predict(api_name="/stop")  # stopping A must not stop B
         break
-    while not (ja.done() and jb.done()):
+    t0 = time.time()
+    while not (ja.done() and jb.done() and jc.done()) and time.time() - t0 < 120:
         time.sleep(0.2)
-    ra = json.load(open([f for f in ja.outputs()[-1][4] if f.endswith(".json")][0]))
-    rb = json.load(open([f for f in jb.outputs()[-1][4] if f.endswith(".json")][0]))
+    ra, rb, rc = (json.load(open([f for f in j.outputs()[-1][4] if f.endswith(".json")][0])) for j in (ja, jb, jc))
     assert ra["stopped_early"] and not rb["stopped_early"] and rb["steps_run"] == 30
+    assert not rc["stopped_early"] and rc["steps_run"] == 10
 
 
 def test_neurons_tab_groups_facets(app_url):
