@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", default="default")
     p.add_argument("--classifier", default="lite0")
     p.add_argument("--weights", default=None)
+    p = sub.add_parser("export", help="write trained runs to assets/ (fp16 safetensors + model card)")
+    p.add_argument("--generator", required=True)
+    p.add_argument("--hdae", default=None)
+    p.add_argument("--xdae", default=None)
+    p.add_argument("--val-images", type=int, default=500, help="val photos for the card's metrics (0: none)")
     p = sub.add_parser("bench", help="ms per sampling step per preset, and the networks' floor")
     p.add_argument("--quick", action="store_true", help="two presets, 1 chain, few repeats")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
@@ -242,6 +247,23 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+def _run_export(args) -> int:
+    from .data import DEFAULT_DATA_ROOT, load_folder, to_float
+    from .evaluate import reconstruction_metrics
+    from .export import export
+    from .nets.registry import load_bundle
+
+    card = export(args.generator, args.hdae, args.xdae)
+    if args.val_images:
+        images, _ = load_folder(DEFAULT_DATA_ROOT / "val", 128, args.val_images, 0)
+        metrics = {"val_images": args.val_images,
+                   "reconstruction": reconstruction_metrics(load_bundle("default"), to_float(images))}
+        card = export(args.generator, args.hdae, args.xdae, metrics=metrics)
+        print(metrics)
+    print(f"wrote assets/: {', '.join(f['file'] for f in card['files'].values())}")
+    return 0
+
+
 def _run_bench(args) -> int:
     import json
     from pathlib import Path
@@ -282,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = {"train": _run_train, "sample": _run_sample, "inpaint": _run_inpaint,
                    "layers": _run_layers, "presets": _run_presets,
-                   "convert-caffe": _run_convert, "bench": _run_bench, "evaluate": _run_evaluate}[args.command]
+                   "convert-caffe": _run_convert, "bench": _run_bench, "evaluate": _run_evaluate, "export": _run_export}[args.command]
         return handler(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

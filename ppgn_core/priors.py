@@ -92,9 +92,12 @@ class JointPrior(Prior):
         self.generator, self.encoder = generator, encoder
         self.noise_x, self.noise_h1 = noise_x, noise_h1
 
-    def reconstruct(self, h: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    def reconstruct(self, h: torch.Tensor, gen: torch.Generator | None = None,
+                    to_image: ImageFn | None = None) -> torch.Tensor:
+        """E(G(h)); ``to_image`` (if given) maps h to the image the prior sees (with inpainting, the
+        observed pixels clamped), else G(h)."""
         with torch.no_grad():
-            x = self.generator(h)
+            x = to_image(h) if to_image is not None else self.generator(h)
             if self.noise_x > 0 and gen is not None:
                 x = x + _randn_like(x, gen) * self.noise_x
             h1 = self.encoder.encode_h1(x)
@@ -103,10 +106,10 @@ class JointPrior(Prior):
             return self.encoder.h1_to_h(h1)
 
     def direction(self, z, to_image, gen):
-        return self.reconstruct(z, gen) - z
+        return self.reconstruct(z, gen, to_image) - z
 
     def energy(self, z, to_image):
-        return (self.reconstruct(z) - z).pow(2).flatten(1).sum(1)
+        return (self.reconstruct(z, None, to_image) - z).pow(2).flatten(1).sum(1)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

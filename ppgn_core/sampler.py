@@ -155,11 +155,15 @@ class Sampler:
         return x.detach(), out, grad
 
     def step_direction(self, z: torch.Tensor, grad_term: torch.Tensor, s: StepSettings, t: int,
-                       steps: int) -> torch.Tensor:
-        """The deterministic part of the update (without noise)."""
+                       steps: int, x: torch.Tensor | None = None) -> torch.Tensor:
+        """The deterministic part of the update (without noise). ``x`` is the image of z already
+        computed for the condition term; the prior reuses it instead of running G again."""
         d = grad_term
         if s.eps1 != 0:
-            d = d + s.eps1 * self.prior.direction(z, self.space.to_image, self.gen)
+            to_image = self.image
+            if x is not None and not self.prior.needs_grad:
+                to_image = lambda zz: x if zz is z else self.image(zz)  # noqa: E731
+            d = d + s.eps1 * self.prior.direction(z, to_image, self.gen)
         if s.step_form == "eq5":
             return d
         frac = t / max(1, steps - 1)
@@ -200,7 +204,7 @@ class Sampler:
                 yield self._snapshot(t, x, z, out, s, recovered, reset)
                 recovered, reset = [], False
             with torch.no_grad():
-                dz = self.step_direction(z, grad, s, t, steps)
+                dz = self.step_direction(z, grad, s, t, steps, x)
                 z_new = z + dz
                 if s.eps3 > 0:
                     z_new = z_new + s.eps3 * torch.randn(z.shape, generator=self.gen).to(z.device)
