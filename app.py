@@ -14,6 +14,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gradio as gr  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ppgn_core.images import MAX_PIXELS  # noqa: E402
+
+# Gradio decodes uploads with PIL: make PIL refuse decompression bombs above our limit (it raises
+# above 2× MAX_IMAGE_PIXELS), so an oversized upload fails from its header, before decoding.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
 
 from ppgn_core.jobs import MAX_CHAINS, MAX_STEPS, SampleRequest  # noqa: E402
 from ppgn_core.plots import curve_figure, tsne_figure  # noqa: E402
@@ -67,7 +74,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
                     s_class = gr.Dropdown(studio.class_choices(), value="980: volcano", label="Class (type to search)",
-                                          filterable=True, elem_id="sample-class")
+                                          filterable=True, allow_custom_value=True, elem_id="sample-class")
                     s_preset = gr.Dropdown(preset_choices, value=DEFAULT_PRESET, label="Preset (paper variant)")
                     p0 = get_preset(DEFAULT_PRESET).settings()
                     s_e1 = gr.Slider(OFF, 1, value=_to_log(p0.eps1), step=0.5, label="log10 ε1 — prior (−18 = off)",
@@ -78,7 +85,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     s_steps = gr.Slider(1, MAX_STEPS, value=60, step=1, label="steps")
                     s_chains = gr.Slider(1, MAX_CHAINS, value=4, step=1, label="chains")
                     s_seed = gr.Number(0, precision=0, label="seed", minimum=0)
-                    s_start = gr.Image(type="numpy", label="Start from a real image (optional: its code E(x))",
+                    s_start = gr.Image(type="filepath", label="Start from a real image (optional: its code E(x))",
                                        sources=["upload"], height=160)
                     with gr.Row():
                         s_run = gr.Button("Run", variant="primary", elem_id="sample-run")
@@ -195,7 +202,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tab("t-SNE grid"):
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
-                    t_class = gr.Dropdown(studio.class_choices(), value="980: volcano", label="Class", filterable=True)
+                    t_class = gr.Dropdown(studio.class_choices(), value="980: volcano", label="Class", filterable=True,
+                                          allow_custom_value=True)
                     t_chains = gr.Slider(1, MAX_CHAINS, value=6, step=1, label="chains")
                     t_steps = gr.Slider(5, MAX_STEPS, value=60, step=1, label="steps per chain")
                     t_every = gr.Slider(1, 50, value=5, step=1, label="keep a sample every … steps")
@@ -241,7 +249,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                                             format="png")
                     gr.Examples([[str(p)] for p in studio.examples()], inputs=[i_editor], label="Examples")
                     i_class = gr.Dropdown(["top class"] + studio.class_choices(), value="top class",
-                                          label="Class (default: C's top class for the image)", filterable=True)
+                                          label="Class (default: C's top class for the image)", filterable=True,
+                                          allow_custom_value=True)
                     i_steps = gr.Slider(1, MAX_STEPS, value=40, step=1, label="steps")
                     i_eps4 = gr.Slider(0.0, 50.0, value=1.0, step=0.1, label="ε4 — context term (PPGN-context)")
                     i_seed = gr.Number(0, precision=0, label="seed", minimum=0)

@@ -144,3 +144,22 @@ def test_bad_input_gives_clear_error(app_url):
     # the server still works afterwards
     out = c.predict(*_sample_args(steps=2, chains=1), api_name="/sample")
     assert "step 2 / 2" in out[3]
+
+
+def test_uploaded_start_images_rgba_ok_and_bomb_refused(app_url, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    rgba = np.zeros((60, 60, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 128
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    c = client(app_url)
+    out = c.predict("980: volcano", "dgn-am", -5, 1.0, -17, 0.1, 2, 1, 0, handle_file(str(tmp_path / "rgba.png")),
+                    api_name="/sample")
+    assert "step 2 / 2" in out[3]
+    Image.new("L", (9000, 9000)).save(tmp_path / "bomb.png")  # 81 MP, a few kB on disk
+    with pytest.raises(AppError):
+        c.predict("980: volcano", "dgn-am", -5, 1.0, -17, 0.1, 2, 1, 0, handle_file(str(tmp_path / "bomb.png")),
+                  api_name="/sample")
+    out = c.predict(*_sample_args(steps=2, chains=1), api_name="/sample")  # still serving
+    assert "step 2 / 2" in out[3]

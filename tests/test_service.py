@@ -80,8 +80,13 @@ def test_load_four_clients_ten_runs_memory_flat():
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(user, range(4)))
         after = server.memory_info().rss
+        c = Client(url, verbose=False)
+        for r in range(60):  # with the 41 above: over 100 consecutive runs
+            c.predict(*ARGS, 2, 1, 1000 + r, None, api_name="/sample")
+        after_100 = server.memory_info().rss
     finally:
         proc.terminate()
         proc.wait(timeout=20)
     assert results == [10, 10, 10, 10]
     assert after <= 1.10 * after_first, (after_first / 2 ** 20, after / 2 ** 20)
+    assert after_100 <= 1.10 * after_first, (after_first / 2 ** 20, after_100 / 2 ** 20)
