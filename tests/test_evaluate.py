@@ -68,4 +68,6 @@ def test_evaluate_quick_end_to_end(tmp_path):
     for r in rep["presets"].values():
         assert r["n"] == 4 and 0 <= r["judge_top1"] <= r["judge_top5"] <= 1
     assert 0 < rep["real_val"]["judge_top1"] <= 1
+    assert set(rep["inpainting"]) >= {"ppgn", "ppgn_context", "telea"}
+    assert all(r["psnr_db"] > 0 for k, r in rep["inpainting"].items() if isinstance(r, dict))
     assert (tmp_path / "evaluation.md").exists() and (tmp_path / "sheet_dgn-am.png").exists()
