@@ -45,6 +45,14 @@ def _progress(k: int, n: int, text: str) -> str:
     return f"<progress value='{k}' max='{max(n, 1)}' style='width:100%'></progress>\n\n{text}"
 
 
+def _run_stop_buttons(prefix: str = "") -> tuple[gr.Button, gr.Button]:
+    """The Run / Stop pair every tab shows under its settings."""
+    with gr.Row():
+        run = gr.Button("Run", variant="primary", elem_id=f"{prefix}-run" if prefix else None)
+        stop = gr.Button("Stop", elem_id=f"{prefix}-stop" if prefix else None)
+    return run, stop
+
+
 def _fail(err: Exception):
     raise gr.Error(str(err))
 
@@ -87,9 +95,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     s_seed = gr.Number(0, precision=0, label="seed", minimum=0)
                     s_start = gr.Image(type="filepath", label="Start from a real image (optional: its code E(x))",
                                        sources=["upload"], height=160)
-                    with gr.Row():
-                        s_run = gr.Button("Run", variant="primary", elem_id="sample-run")
-                        s_stop = gr.Button("Stop", elem_id="sample-stop")
+                    s_run, s_stop = _run_stop_buttons("sample")
                 with gr.Column(scale=2):
                     s_status = gr.Markdown(elem_id="sample-status")
                     s_live = gr.Markdown(elem_id="sample-live")
@@ -137,7 +143,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 except ValueError as err:
                     _fail(err)
 
-            run_event = s_run.click(run_sample, [session, s_class, s_preset, s_e1, s_e2, s_e3, s_lr, s_steps,
+            s_run.click(run_sample, [session, s_class, s_preset, s_e1, s_e2, s_e3, s_lr, s_steps,
                                                  s_chains, s_seed, s_start],
                                     [s_gallery, s_plot, s_film, s_status, s_files], api_name="sample")
             s_stop.click(stop, session, s_status, queue=False, api_name="stop")
@@ -156,9 +162,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     n_steps = gr.Slider(2, 200, value=30, step=1, label="steps per segment")
                     n_facets = gr.Slider(1, 6, value=2, step=1, label="facets (k-means clusters)")
                     n_seed = gr.Number(0, precision=0, label="seed", minimum=0)
-                    with gr.Row():
-                        n_run = gr.Button("Run", variant="primary")
-                        n_stop = gr.Button("Stop")
+                    n_run, n_stop = _run_stop_buttons()
                 with gr.Column(scale=2):
                     n_status = gr.Markdown()
                     n_live = gr.Gallery(label="Chains", columns=4, height=220)
@@ -209,9 +213,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     t_every = gr.Slider(1, 50, value=5, step=1, label="keep a sample every … steps")
                     t_thr = gr.Slider(0.0, 1.0, value=0.97, step=0.01, label="keep samples with p(class) ≥")
                     t_seed = gr.Number(0, precision=0, label="seed", minimum=0)
-                    with gr.Row():
-                        t_run = gr.Button("Run", variant="primary")
-                        t_stop = gr.Button("Stop")
+                    t_run, t_stop = _run_stop_buttons()
                 with gr.Column(scale=2):
                     t_status = gr.Markdown()
                     t_live = gr.Gallery(label="Chains", columns=6, height=180)
@@ -254,9 +256,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     i_steps = gr.Slider(1, MAX_STEPS, value=40, step=1, label="steps")
                     i_eps4 = gr.Slider(0.0, 50.0, value=1.0, step=0.1, label="ε4 — context term (PPGN-context)")
                     i_seed = gr.Number(0, precision=0, label="seed", minimum=0)
-                    with gr.Row():
-                        i_run = gr.Button("Run", variant="primary", elem_id="inpaint-run")
-                        i_stop = gr.Button("Stop")
+                    i_run, i_stop = _run_stop_buttons("inpaint")
                 with gr.Column(scale=2):
                     i_status = gr.Markdown(elem_id="inpaint-status")
                     with gr.Row():
@@ -282,7 +282,6 @@ def build_app(studio: Studio) -> gr.Blocks:
             i_run.click(run_inpaint, [session, i_editor, i_class, i_steps, i_eps4, i_seed],
                         [i_input, i_plain, i_ctx, i_status, i_files], api_name="inpaint")
             i_stop.click(stop, session, i_status, queue=False, api_name="stop_inpaint")
-        del run_event
     return demo
 
 
