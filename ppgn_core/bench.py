@@ -22,10 +22,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def time_steps(bundle: ModelBundle, preset: str, chains: int, steps: int, repeats: int, device: str) -> dict:
+def time_steps(bundle: ModelBundle, preset: str, chains: int, steps: int, repeats: int, device: str,
+               reuse_image: bool = True) -> dict:
     """Median and spread (min, max) of ms/step over ``repeats`` runs of ``steps`` steps (after a warm-up)."""
     cond = ClassCondition(bundle.classifier, 980)
     s = build_sampler(preset, bundle, cond, seed=0)
+    s.reuse_image = reuse_image
     z = s.init(chains, device)
     list(s.run(z, 2, snapshot_every=1000))  # warm-up
     runs = []
@@ -58,7 +60,8 @@ def time_floor(bundle: ModelBundle, chains: int, repeats: int, device: str) -> d
 
     for name, fn in (("condition_G_C_fwd_bwd", cond_pass), ("prior_G_E_fwd", prior_pass),
                      ("C_fwd_bwd_only", c_only)):
-        fn()
+        for _ in range(3):  # warm-up: oneDNN picks and caches its kernels per shape
+            fn()
         ts = []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -68,6 +71,44 @@ def time_floor(bundle: ModelBundle, chains: int, repeats: int, device: str) -> d
                      "max_ms": round(max(ts), 1)}
     out["floor_joint_step_ms"] = round(out["condition_G_C_fwd_bwd"]["median_ms"]
                                        + out["prior_G_E_fwd"]["median_ms"], 1)
+    return out
+
+
+def _memory_format(bundle: ModelBundle, fmt: torch.memory_format) -> None:
+    for m in (bundle.classifier, bundle.encoder, bundle.generator):
+        if m is not None:
+            m.to(memory_format=fmt)
+
+
+def speedups(bundle: ModelBundle, preset: str = "noiseless-joint-ppgn-h", chains_list: tuple[int, ...] = (1, 8),
+             steps: int = 5, repeats: int = 5, device: str = "cpu") -> dict:
+    """Before/after of the sampler's speed work, measured in one run on the same models:
+
+    * ``recompute_image``: the prior runs G(h) again (the naive step);
+    * ``reuse_image``: the prior reuses the image of the condition pass (the engine's default);
+    * ``reuse_image+channels_last``: and the networks' weights in channels-last layout;
+    * ``threads_1``: the default step on one thread (how much the second core gives).
+    """
+    out: dict = {"preset": preset}
+    threads = torch.get_num_threads()
+    for chains in chains_list:
+        row = {"recompute_image": time_steps(bundle, preset, chains, steps, repeats, device, reuse_image=False),
+               "reuse_image": time_steps(bundle, preset, chains, steps, repeats, device)}
+        _memory_format(bundle, torch.channels_last)
+        try:
+            row["reuse_image+channels_last"] = time_steps(bundle, preset, chains, steps, repeats, device)
+        finally:
+            _memory_format(bundle, torch.contiguous_format)
+        if device == "cpu" and threads > 1:
+            torch.set_num_threads(1)
+            try:
+                row["threads_1"] = time_steps(bundle, preset, chains, steps, repeats, device)
+            finally:
+                torch.set_num_threads(threads)
+        base = row["recompute_image"]["median_ms"]
+        row["speedup_vs_recompute"] = {k: round(base / v["median_ms"], 2) for k, v in row.items()
+                                       if isinstance(v, dict) and "median_ms" in v}
+        out[str(chains)] = row
     return out
 
 
@@ -84,6 +125,7 @@ def run_bench(bundle: ModelBundle, device: str = "cpu", presets: list[str] | Non
         for p in presets:
             result["ms_per_step"].setdefault(p, {})[str(chains)] = time_steps(bundle, p, chains, steps, repeats,
                                                                              device)
+    result["speedups"] = speedups(bundle, chains_list=chains_list, steps=steps, repeats=repeats, device=device)
     result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ def _add_train(sub) -> None:
             p.add_argument(flag, type=int, default=default)
         elif f.name == "max_minutes":
             p.add_argument(flag, type=float, default=default)
-        elif f.name == "cache":
+        elif f.name in ("cache", "init_generator"):
             p.add_argument(flag, type=str, default=default)
         else:
             p.add_argument(flag, type=type(default), default=default)
@@ -90,10 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the presets and their ε")
     p = sub.add_parser("evaluate", help="judge accuracy (Lite2), diversity and reconstructions per preset")
     p.add_argument("--quick", action="store_true", help="2 classes, 2 chains, 5 steps, 2 presets (smoke test)")
-    p.add_argument("--presets", nargs="+", default=["noiseless-joint-ppgn-h", "dgn-am"])
-    p.add_argument("--classes", nargs="+", default=None, help="default: the 10 Imagenette + 10 other classes")
-    p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--presets", nargs="+", default=["noiseless-joint-ppgn-h", "joint-ppgn-h", "ppgn-h", "dgn-am",
+                                                     "ppgn-x", "hand-designed", "no-prior"])
+    p.add_argument("--classes", nargs="+", default=None,
+                   help="class names or indices; default: the 10 Imagenette classes + 100 drawn once (seed 2017)")
+    p.add_argument("--class-set", choices=["default", "paper20"], default="default",
+                   help="paper20: the 10 Imagenette classes + volcano, pool table, cardoon, … (issue 3's comparison)")
+    p.add_argument("--chains", type=int, default=2)
+    p.add_argument("--steps", type=int, default=24)
+    p.add_argument("--mixing-chains", type=int, default=48, help="chains per preset measured for mixing")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=None, help="override the presets' step size")
     p.add_argument("--eps1", type=float, default=None, help="override ε1 of the learned-prior presets")
@@ -108,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hdae", default=None)
     p.add_argument("--xdae", default=None)
     p.add_argument("--val-images", type=int, default=500, help="val photos for the card's metrics (0: none)")
+    p.add_argument("--note", default=None, help="a note on how the generator was trained, kept in the card")
+    p.add_argument("--ablation", default=None, help="JSON of the loss ablation (scripts/ablation.py) for the card")
     p = sub.add_parser("bench", help="ms per sampling step per preset, and the networks' floor")
     p.add_argument("--quick", action="store_true", help="two presets, 1 chain, few repeats")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
@@ -226,13 +233,19 @@ def _run_layers(args) -> int:
 def _run_evaluate(args) -> int:
     from pathlib import Path
 
-    from .evaluate import EXTRA_CLASSES, IMAGENETTE_CLASSES, class_ids, evaluate
+    from .evaluate import EXTRA_CLASSES, IMAGENETTE_CLASSES, class_ids, default_classes, evaluate
 
     bundle, device = _load(args)
-    classes = class_ids(args.classes) if args.classes else IMAGENETTE_CLASSES + class_ids(EXTRA_CLASSES)
+    if args.classes:
+        classes = class_ids(args.classes)
+    elif args.class_set == "paper20":
+        classes = IMAGENETTE_CLASSES + class_ids(EXTRA_CLASSES)
+    else:
+        classes = default_classes()
     chains, steps, presets, limit = args.chains, args.steps, args.presets, 500
     if args.quick:
-        classes, chains, steps, presets, limit = classes[:2], 2, 5, presets[:2], 20
+        quick = [p for p in presets if p in ("noiseless-joint-ppgn-h", "dgn-am")] or presets[:2]
+        classes, chains, steps, presets, limit = classes[:2], 2, 5, quick, 20
     overrides = {}
     for p in presets:
         o = {}
@@ -242,7 +255,7 @@ def _run_evaluate(args) -> int:
             o["eps1"] = args.eps1
         overrides[p] = o
     report = evaluate(bundle, Path(args.out), presets, classes, chains, steps, args.seed, device, limit, limit,
-                      overrides)
+                      overrides, mixing_chains=args.mixing_chains)
     if args.inpaint or args.quick:
         import json
 
@@ -265,12 +278,17 @@ def _run_export(args) -> int:
     from .export import export
     from .nets.registry import load_bundle
 
-    card = export(args.generator, args.hdae, args.xdae)
+    card = export(args.generator, args.hdae, args.xdae, note=args.note)
     if args.val_images:
         images, _ = load_folder(DEFAULT_DATA_ROOT / "val", 128, args.val_images, 0)
         metrics = {"val_images": args.val_images,
                    "reconstruction": reconstruction_metrics(load_bundle("default"), to_float(images))}
-        card = export(args.generator, args.hdae, args.xdae, metrics=metrics)
+        if args.ablation:
+            import json
+            from pathlib import Path
+
+            metrics["ablation"] = json.loads(Path(args.ablation).read_text())
+        card = export(args.generator, args.hdae, args.xdae, metrics=metrics, note=args.note)
         print(metrics)
     print(f"wrote assets/: {', '.join(f['file'] for f in card['files'].values())}")
     return 0

@@ -26,6 +26,16 @@ from .presets import build_sampler
 EXTRA_CLASSES = ["volcano", "pool table", "cardoon", "planetarium", "junco", "bell pepper", "lemon",
                  "monarch", "castle", "daisy"]
 IMAGENETTE_CLASSES = [0, 217, 482, 491, 497, 566, 569, 571, 574, 701]
+#: seed of the one-time draw of the evaluation's 100 further classes
+CLASS_DRAW_SEED = 2017
+
+
+def default_classes(n_random: int = 100, seed: int = CLASS_DRAW_SEED) -> list[int]:
+    """The evaluation's default classes: the 10 Imagenette classes, then ``n_random`` classes drawn
+    once (fixed seed) from the other 990 ImageNet classes, in drawn order."""
+    rest = np.array([c for c in range(1000) if c not in IMAGENETTE_CLASSES])
+    drawn = np.random.default_rng(seed).choice(rest, n_random, replace=False)
+    return IMAGENETTE_CLASSES + [int(c) for c in drawn]
 
 
 # ----------------------------------------------------------------------------- MS-SSIM
@@ -164,15 +174,23 @@ class PresetRun:
 
 def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], chains: int, steps: int,
                           seed: int = 0, snapshot_every: int = 10, device: str = "cpu",
-                          overrides: dict | None = None) -> PresetRun:
-    """``chains`` chains for each class, all classes in one batch (one target per chain)."""
+                          overrides: dict | None = None, batch: int = 32) -> PresetRun:
+    """``chains`` chains for each class (one target per chain), run ``batch`` chains at a time.
+
+    Batch k is seeded with ``seed·1000 + k``, so every preset starts from the same codes for the
+    same classes (same seeds across presets)."""
     targets = torch.tensor([c for c in classes for _ in range(chains)])
-    cond = ClassCondition(bundle.classifier, targets)
-    s = build_sampler(preset, bundle, cond, seed=seed, **(overrides or {}))
     t0 = time.time()
-    snaps = list(s.run(s.init(len(targets), device), steps, snapshot_every))
-    last = snaps[-1]
-    return PresetRun(preset, last.image, targets, last.p_class, torch.stack([sn.image for sn in snaps]),
+    images, p_class, trajs = [], [], []
+    for k, lo in enumerate(range(0, len(targets), batch)):
+        tb = targets[lo:lo + batch]
+        s = build_sampler(preset, bundle, ClassCondition(bundle.classifier, tb), seed=seed * 1000 + k,
+                          **(overrides or {}))
+        snaps = list(s.run(s.init(len(tb), device), steps, snapshot_every))
+        images.append(snaps[-1].image)
+        p_class.append(snaps[-1].p_class)
+        trajs.append(torch.stack([sn.image for sn in snaps]))
+    return PresetRun(preset, torch.cat(images), targets, torch.cat(p_class), torch.cat(trajs, dim=1),
                      time.time() - t0)
 
 
@@ -229,16 +247,62 @@ def diversity(run: PresetRun, chains: int) -> dict:
     return {"ms_ssim_within_class": float(np.mean(vals)) if vals else float("nan")}
 
 
+def feature_spread(feats: torch.Tensor, groups: list[torch.Tensor]) -> float:
+    """Mean pairwise Euclidean distance of judge features within each group (class), averaged."""
+    vals = [float(torch.pdist(feats[g]).mean()) for g in groups if len(g) >= 2]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def real_feature_scale(feats: torch.Tensor, labels: torch.Tensor) -> float:
+    """Median distance between judge features of two real photos of the same class: the unit in
+    which mixing distances and modes are measured ("as different as two real photos")."""
+    d = [torch.pdist(feats[labels == c]) for c in labels.unique() if int((labels == c).sum()) >= 2]
+    return float(torch.cat(d).median())
+
+
+def count_modes(feats: torch.Tensor, radius: float) -> int:
+    """Leader clustering of one chain's samples (in order): a sample farther than ``radius`` from
+    every mode found so far opens a new mode. Returns the number of modes."""
+    leaders: list[torch.Tensor] = []
+    for f in feats:
+        if not leaders or float(torch.cdist(f[None], torch.stack(leaders)).min()) > radius:
+            leaders.append(f)
+    return len(leaders)
+
+
+def mixing(judge: Judge, run: PresetRun, snapshot_every: int, scale: float, max_chains: int = 48) -> dict:
+    """How far chains travel and how many modes they visit (paper Figs. S13–S15), in the judge's
+    feature space, for the first ``max_chains`` chains. Distances are divided by ``scale`` (the
+    real-photo same-class distance); a mode is a cluster of radius ``scale``; the starting
+    point (step 0) is left out of the mode count."""
+    traj = run.trajectory[:, :max_chains]  # S×N×3×H×W
+    n_snap, n = traj.shape[:2]
+    if n_snap < 3:
+        return {}
+    feats = judge.features(traj.flatten(0, 1)).view(n_snap, n, -1)
+    out = {"chains": n, "snapshot_every": snapshot_every, "scale": scale}
+    for k in (1, 2):
+        if n_snap - 1 > k:
+            d = (feats[1 + k:] - feats[1:-k]).norm(dim=-1)  # from the first step on
+            out[f"dist_{k * snapshot_every}_steps"] = float(d.mean() / scale)
+    modes = [count_modes(feats[1:, i], scale) for i in range(n)]
+    out["modes_per_chain"] = float(np.mean(modes))
+    out["modes_max"] = int(max(modes))
+    return out
+
+
 def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[int], chains: int, steps: int,
              seed: int = 0, device: str = "cpu", real_limit: int = 500, recon_limit: int = 500,
-             overrides: dict | None = None) -> dict:
-    """The evaluation report: judge accuracy per preset vs real photos, diversity, reconstructions."""
+             overrides: dict | None = None, snapshot_every: int | None = None, mixing_chains: int = 48) -> dict:
+    """The evaluation report: judge accuracy per preset vs real photos, diversity, mixing, reconstructions."""
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     judge = Judge(device=device)
     names = imagenet_categories()
+    snapshot_every = snapshot_every or max(1, steps // 6)
     report: dict = {"condition": bundle.classifier.name, "judge": judge.classifier.name, "classes": [names[c] for c in classes],
-                    "chains_per_class": chains, "steps": steps, "seed": seed, "presets": {}}
+                    "chains_per_class": chains, "steps": steps, "seed": seed, "snapshot_every": snapshot_every,
+                    "presets": {}}
     val_u8, val_labels = load_folder(DEFAULT_DATA_ROOT / "val", 128, max(real_limit, recon_limit), seed)
     val = to_float(val_u8)
     h = judge.hits(val[:real_limit], val_labels[:real_limit])
@@ -247,12 +311,25 @@ def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[i
     per_class = [mean_pairwise_ms_ssim(val[val_labels == c][:chains * 3]) for c in IMAGENETTE_CLASSES
                  if int((val_labels == c).sum()) >= 2]
     report["real_val"]["ms_ssim_within_class"] = float(np.mean(per_class))
+    real_feats = judge.features(val[:real_limit])
+    real_labels = val_labels[:real_limit]
+    scale = real_feature_scale(real_feats, real_labels)
+    report["real_val"]["feature_scale"] = scale
+    # Real spread over groups of the samples' size (chains per class), so the two are comparable.
+    real_groups = [torch.nonzero(real_labels == c).flatten()[:chains] for c in real_labels.unique()]
+    report["real_val"]["feature_spread"] = feature_spread(real_feats, real_groups) / scale
     if bundle.generator is not None and bundle.encoder is not None and bundle.image_size == 128:
         report["reconstruction"] = reconstruction_metrics(bundle, val[:recon_limit].to(device))
     for p in presets:
-        run = run_preset_on_classes(bundle, p, classes, chains, steps, seed, steps, device, (overrides or {}).get(p))
+        run = run_preset_on_classes(bundle, p, classes, chains, steps, seed, snapshot_every, device,
+                                    (overrides or {}).get(p))
         summary = judge_summary(judge, run)
         summary.update(diversity(run, chains))
+        feats = judge.features(run.images)
+        groups = [torch.arange(k, min(k + chains, len(run.images))) for k in range(0, len(run.images), chains)]
+        summary["feature_spread"] = feature_spread(feats, groups) / scale
+        summary["mixing"] = mixing(judge, run, snapshot_every, scale, mixing_chains)
+        summary["settings"] = {k: v for k, v in (overrides or {}).get(p, {}).items()}
         report["presets"][p] = summary
         save_sheet(run, out / f"sheet_{p}.png", chains)
         report["minutes"] = round((time.time() - t0) / 60, 1)
@@ -268,15 +345,28 @@ def write_markdown(report: dict, path: Path) -> None:
     lines = [f"# Evaluation: C = {report['condition']}, judge = {report['judge']}", "",
              f"{len(report['classes'])} classes × {report['chains_per_class']} chains × {report['steps']} steps, "
              f"seed {report['seed']}; took {report.get('minutes', '?')} min.", "",
-             "| samples | judge top-1 | judge top-5 | C p ≥ 0.97 | within-class MS-SSIM |", "|---|---|---|---|---|"]
+             "| samples | judge top-1 | judge top-5 | C p ≥ 0.97 | within-class MS-SSIM | judge-feature spread "
+             "| dist. per snapshot | modes per chain | min |", "|---|---|---|---|---|---|---|---|---|"]
     for p, r in report["presets"].items():
+        m = r.get("mixing", {})
+        step_key = next((k for k in m if k.startswith("dist_")), None)
         lines.append(f"| {p} | {fmt_pct(r['judge_top1'])} | {fmt_pct(r['judge_top5'])} | {fmt_pct(r['c_pass_097'])} "
-                     f"| {r.get('ms_ssim_within_class', float('nan')):.3f} |")
+                     f"| {r.get('ms_ssim_within_class', float('nan')):.3f} | {r.get('feature_spread', float('nan')):.2f} "
+                     f"| {m[step_key]:.2f} | {m.get('modes_per_chain', float('nan')):.2f} | {r['seconds'] / 60:.1f} |"
+                     if step_key else
+                     f"| {p} | {fmt_pct(r['judge_top1'])} | {fmt_pct(r['judge_top5'])} | {fmt_pct(r['c_pass_097'])} "
+                     f"| {r.get('ms_ssim_within_class', float('nan')):.3f} | {r.get('feature_spread', float('nan')):.2f} "
+                     f"| – | – | {r['seconds'] / 60:.1f} |")
     rv = report["real_val"]
     lines.append(f"| real imagenette val photos ({rv['n']}) | {fmt_pct(rv['judge_top1'])} | {fmt_pct(rv['judge_top5'])} "
-                 f"| – | {rv['ms_ssim_within_class']:.3f} |")
+                 f"| – | {rv['ms_ssim_within_class']:.3f} | {rv.get('feature_spread', float('nan')):.2f} | – | – | – |")
     for name, (acc, ms) in PAPER_ROWS.items():
-        lines.append(f"| {name} | {fmt_pct(acc)} | – | – | {ms:.2f} |")
+        lines.append(f"| {name} | {fmt_pct(acc)} | – | – | {ms:.2f} | – | – | – | – |")
+    lines += ["", "Judge-feature spread: mean pairwise distance of the judge's pooled features within a class "
+                  "(groups of chains-per-class images), divided by the median distance between two real val photos "
+                  "of one class. Mixing (first chains of the run): mean feature distance between snapshots "
+              f"{report.get('snapshot_every', '?')} steps apart in the same unit, and the number of modes a chain "
+                  "visits (leader clusters of radius 1 in that unit, start excluded)."]
     if "reconstruction" in report:
         r = report["reconstruction"]
         lines += ["", f"Reconstructions on {r['n']} val photos: PSNR of G(E(x)) = {r['psnr_db']:.2f} dB, "

@@ -36,7 +36,7 @@ def _last_row(csv_path: Path) -> dict:
 
 
 def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None = None,
-           assets: Path = ASSETS, metrics: dict | None = None) -> dict:
+           assets: Path = ASSETS, metrics: dict | None = None, note: str | None = None) -> dict:
     """Write the shipped weights and model card; returns the card."""
     assets = Path(assets)
     assets.mkdir(parents=True, exist_ok=True)
@@ -75,8 +75,25 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
                       "final_losses": _last_row(grun / "losses.csv")},
         "files": files,
     }
+    previous = json.loads((assets / CARD_NAME).read_text()) if (assets / CARD_NAME).exists() else {}
+    same_g = previous.get("files", {}).get("generator", {}).get("sha256") == files["generator"]["sha256"]
+    if same_g:  # re-export of the same weights (e.g. to add metrics): keep the recorded lineage
+        for k in ("continued_from", "steps_total", "wall_minutes_total"):
+            if k in previous["generator"]:
+                card["generator"][k] = previous["generator"][k]
+    elif gcfg.get("init_generator") and "generator" in previous:
+        # G continued from the shipped weights: record the lineage and count the earlier training too.
+        before = previous["generator"]
+        card["generator"]["continued_from"] = {k: before[k] for k in ("steps", "wall_minutes", "training", "losses", "note")
+                                               if k in before}
+        card["generator"]["steps_total"] = int(gck["step"]) + int(before.get("steps_total", before["steps"]))
+        card["generator"]["wall_minutes_total"] = round(float(gck["minutes"]) + float(
+            before.get("wall_minutes_total", before["wall_minutes"])), 1)
     for kind, run_dir, arch_key in (("code_dae", hdae_run, "code_dae"), ("image_dae", xdae_run, "image_dae")):
         if not run_dir:
+            if kind in previous.get("files", {}) and (assets / previous["files"][kind]["file"]).exists():
+                files[kind] = previous["files"][kind]  # keep the shipped DAE as it is
+                card[arch_key] = previous[arch_key]
             continue
         rdir = Path(run_dir)
         meta = json.loads((rdir / "config.json").read_text())
@@ -86,8 +103,14 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
                           "wall_minutes": round(float(ck["minutes"]), 1),
                           "final_losses": _last_row(rdir / "losses.csv"),
                           "parameters": sum(v.numel() for v in ck["model"].values())}
+    if note:
+        card["generator"]["note"] = note
+    elif same_g and previous["generator"].get("note"):
+        card["generator"]["note"] = previous["generator"]["note"]
     if metrics:
         card["metrics"] = metrics
+    elif same_g and "metrics" in previous:
+        card["metrics"] = previous["metrics"]
     (assets / CARD_NAME).write_text(json.dumps(card, indent=2))
     write_card_markdown(card, assets / "MODEL_CARD.md")
     return card
@@ -106,6 +129,13 @@ def write_card_markdown(card: dict, path: Path) -> None:
         f"Losses: {g['losses']}. {g['steps']} steps in {g['wall_minutes']} minutes.", "",
         f"Final losses: `{json.dumps(g['final_losses'])}`", "",
     ]
+    if g.get("note"):
+        lines += [f"Note: {g['note']}", ""]
+    if "continued_from" in g:
+        c = g["continued_from"]
+        lines += [f"Continued from the previously shipped G ({c['steps']} steps, {c['wall_minutes']} min, "
+                  f"losses {c.get('losses', '?')}); in all {g['steps_total']} steps in {g['wall_minutes_total']} "
+                  "minutes of CPU training." + (f" Earlier run: {c['note']}" if c.get("note") else ""), ""]
     for key, title in (("code_dae", "Code DAE R_h (PPGN-h)"), ("image_dae", "Image DAE R_x (PPGN-x)")):
         if key in card:
             d = card[key]

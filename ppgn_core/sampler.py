@@ -108,8 +108,10 @@ class Sampler:
     """
 
     def __init__(self, space: Space, prior: Prior, condition: Condition, control: Control,
-                 context: InpaintContext | None = None, seed: int = 0, max_abs: float | None = None):
+                 context: InpaintContext | None = None, seed: int = 0, max_abs: float | None = None,
+                 reuse_image: bool = True):
         self.space, self.prior, self.condition, self.control = space, prior, condition, control
+        self.reuse_image = reuse_image  # the prior reuses x(z) from the condition pass (False: recompute; bench)
         self.context = context
         self.seed = int(seed)
         self.gen = torch.Generator().manual_seed(self.seed)
@@ -161,7 +163,7 @@ class Sampler:
         d = grad_term
         if s.eps1 != 0:
             to_image = self.image
-            if x is not None and not self.prior.needs_grad:
+            if x is not None and self.reuse_image and not self.prior.needs_grad:
                 to_image = lambda zz: x if zz is z else self.image(zz)  # noqa: E731
             d = d + s.eps1 * self.prior.direction(z, to_image, self.gen)
         if s.step_form == "eq5":

@@ -74,6 +74,7 @@ class TrainConfig:
     threads: int | None = None
     device: str = "cpu"
     cache: str | None = None  # folder for cached codes (default: <out>/cache)
+    init_generator: str | None = None  # start G from these safetensors weights (e.g. assets/generator.safetensors)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -188,6 +189,10 @@ def train_generator(cfg: TrainConfig) -> dict:
     step, minutes_before = 0, 0.0
     state = {"r": 1.0}
     ckpt_path = out / "checkpoint.pt"
+    if cfg.init_generator and not ckpt_path.exists():
+        from .nets.registry import load_safetensors_checked
+
+        G.load_state_dict(load_safetensors_checked(Path(cfg.init_generator), None))
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         G.load_state_dict(ck["G"])

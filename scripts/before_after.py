@@ -28,10 +28,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--out", default="docs/before_after.png")
+    ap.add_argument("--classes", nargs="+", default=CLASSES)
     args = ap.parse_args()
     bundle = load_bundle()
     judge = Judge()
-    classes = class_ids(CLASSES)
+    classes = class_ids(args.classes)
     lr = {} if args.lr is None else {"lr": args.lr, "lr_end": args.lr}
     settings = [("DGN-AM (Gaussian prior)", "dgn-am", dict(lr))]
     settings += [(f"Noiseless Joint PPGN-h, eps1={e:g}", "noiseless-joint-ppgn-h", {"eps1": e, **lr})
@@ -47,7 +48,7 @@ def main() -> None:
     h = rows[0].shape[0]
     canvas = Image.new("RGB", (rows[0].shape[1], (h + 18) * len(rows) + 18), "white")
     d = ImageDraw.Draw(canvas)
-    d.text((4, 2), "columns: " + ", ".join(f"{c} ×{args.chains}" for c in CLASSES) + f"; {args.steps} steps, C = Lite0",
+    d.text((4, 2), "columns: " + ", ".join(f"{c} ×{args.chains}" for c in args.classes) + f"; {args.steps} steps, C = Lite0",
            fill="black")
     for i, (r, lab) in enumerate(zip(rows, labels)):
         y = 18 + i * (h + 18)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ppgn_core.evaluate import Judge, mean_pairwise_ms_ssim, ms_ssim, real_image_accuracy
+from ppgn_core.evaluate import (IMAGENETTE_CLASSES, Judge, count_modes, default_classes, feature_spread,
+                                mean_pairwise_ms_ssim, ms_ssim, real_feature_scale, real_image_accuracy)
 from tests.conftest import DATA
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,29 @@ def test_pairwise_diversity_lower_for_different_images():
     assert mean_pairwise_ms_ssim(same) > 0.99 > mean_pairwise_ms_ssim(different)
 
 
+def test_default_classes_are_imagenette_plus_a_fixed_draw_of_100():
+    a, b = default_classes(), default_classes()
+    assert a == b and len(a) == 110 and len(set(a)) == 110
+    assert a[:10] == IMAGENETTE_CLASSES and all(0 <= c < 1000 for c in a)
+    assert default_classes(seed=1)[10:] != a[10:]
+
+
+def test_count_modes_counts_separated_clusters():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    chain = torch.cat([c + 0.1 * torch.randn(4, 2, generator=g) for c in centers])  # visits 3 places in turn
+    assert count_modes(chain, radius=1.0) == 3
+    assert count_modes(chain[:4], radius=1.0) == 1  # a chain stuck in one place
+    assert count_modes(chain, radius=100.0) == 1
+
+
+def test_feature_spread_and_scale():
+    feats = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0], [6.0, 8.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert real_feature_scale(feats, labels) == pytest.approx(5.0)  # torch median of (5, 10): the lower
+    assert feature_spread(feats, [torch.tensor([0, 1]), torch.tensor([2, 3])]) == pytest.approx(7.5)
+
+
 @pytest.mark.skipif(not DATA.exists(), reason="../shared/data not present")
 def test_judge_accuracy_on_real_photos_comes_from_lite2_predictions(monkeypatch):
     judge = Judge()
@@ -67,6 +91,8 @@ def test_evaluate_quick_end_to_end(tmp_path):
     assert set(rep["presets"]) == {"noiseless-joint-ppgn-h", "dgn-am"}
     for r in rep["presets"].values():
         assert r["n"] == 4 and 0 <= r["judge_top1"] <= r["judge_top5"] <= 1
+        assert r["mixing"]["modes_per_chain"] >= 1 and r["mixing"]["dist_1_steps"] > 0
+        assert r["feature_spread"] > 0
     assert 0 < rep["real_val"]["judge_top1"] <= 1
     assert set(rep["inpainting"]) >= {"ppgn", "ppgn_context", "telea"}
     assert all(r["psnr_db"] > 0 for k, r in rep["inpainting"].items() if isinstance(r, dict))

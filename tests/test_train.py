@@ -119,3 +119,20 @@ def test_ddp_two_gloo_processes(tiny_folder, tmp_path):
     meta = json.loads((out / "config.json").read_text())
     assert meta["world_size"] == 2
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
+
+
+def test_init_generator_starts_from_given_weights(tiny_folder, tmp_path):
+    from safetensors.torch import save_file
+
+    cache = str(tmp_path / "cache")
+    first = _cfg(tiny_folder, tmp_path / "a", cache=cache, steps=3)
+    run(first)
+    g_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["G"]
+    save_file({k: v.contiguous() for k, v in g_a.items()}, str(tmp_path / "g.safetensors"))
+    cont = _cfg(tiny_folder, tmp_path / "b", cache=cache, steps=0, init_generator=str(tmp_path / "g.safetensors"))
+    run(cont)  # zero steps: the checkpoint holds exactly the initial weights
+    g_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["G"]
+    assert all(torch.equal(g_a[k], g_b[k]) for k in g_a)
+    run(replace(cont, steps=2))  # trains on from there; resume uses the checkpoint, not the init again
+    g_c = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert g_c["step"] == 2 and any(not torch.equal(g_a[k], g_c["G"][k]) for k in g_a)
