@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixing-chains", type=int, default=48, help="chains per preset measured for mixing")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=None, help="override the presets' step size")
-    p.add_argument("--eps1", type=float, default=None, help="override ε1 of the learned-prior presets")
+    p.add_argument("--eps1", type=float, default=None, help="override ε1 of the learned h-space priors (joint, joint-noisy, R_h)")
     p.add_argument("--inpaint", type=int, default=0, help="also evaluate inpainting on this many val photos")
     p.add_argument("--out", default="reports")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
@@ -234,6 +234,7 @@ def _run_evaluate(args) -> int:
     from pathlib import Path
 
     from .evaluate import EXTRA_CLASSES, IMAGENETTE_CLASSES, class_ids, default_classes, evaluate
+    from .presets import LEARNED_H_PRIORS, get_preset
 
     bundle, device = _load(args)
     if args.classes:
@@ -251,7 +252,7 @@ def _run_evaluate(args) -> int:
         o = {}
         if args.lr is not None:
             o.update(lr=args.lr, lr_end=args.lr)
-        if args.eps1 is not None and p not in ("dgn-am", "no-prior"):
+        if args.eps1 is not None and get_preset(p).prior in LEARNED_H_PRIORS:
             o["eps1"] = args.eps1
         overrides[p] = o
     report = evaluate(bundle, Path(args.out), presets, classes, chains, steps, args.seed, device, limit, limit,

@@ -65,6 +65,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 ]}
 
 DEFAULT_PRESET = "noiseless-joint-ppgn-h"
+#: priors learned on the code h (their ε1 is what `evaluate --eps1` tunes)
+LEARNED_H_PRIORS = ("joint", "joint-noisy", "hdae")
 
 
 def get_preset(name: str) -> Preset:
