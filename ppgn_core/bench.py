@@ -41,7 +41,7 @@ def time_steps(bundle: ModelBundle, preset: str, chains: int, steps: int, repeat
 
 def time_floor(bundle: ModelBundle, chains: int, repeats: int, device: str) -> dict:
     """The passes a joint-prior step cannot avoid: G forward/backward with C forward/backward
-    (the condition gradient), and G + E forward (the prior)."""
+    (the condition gradient), and E forward on that image (the prior E(G(h)))."""
     h = torch.randn(chains, *bundle.code_shape, device=device)
     out = {}
 
@@ -50,15 +50,18 @@ def time_floor(bundle: ModelBundle, chains: int, repeats: int, device: str) -> d
         logp = torch.log_softmax(bundle.classifier(bundle.generator(z)), 1)[:, 980].sum()
         torch.autograd.grad(logp, z)
 
-    def prior_pass():
+    with torch.no_grad():
+        x_h = bundle.generator(h)
+
+    def prior_pass():  # the prior reuses the condition pass's image: E only
         with torch.no_grad():
-            bundle.encoder(bundle.generator(h))
+            bundle.encoder(x_h)
 
     def c_only():
         x = torch.rand(chains, 3, bundle.image_size, bundle.image_size, device=device, requires_grad=True)
         torch.autograd.grad(bundle.classifier(x)[:, 980].sum(), x)
 
-    for name, fn in (("condition_G_C_fwd_bwd", cond_pass), ("prior_G_E_fwd", prior_pass),
+    for name, fn in (("condition_G_C_fwd_bwd", cond_pass), ("prior_E_fwd", prior_pass),
                      ("C_fwd_bwd_only", c_only)):
         for _ in range(3):  # warm-up: oneDNN picks and caches its kernels per shape
             fn()
@@ -70,35 +73,31 @@ def time_floor(bundle: ModelBundle, chains: int, repeats: int, device: str) -> d
         out[name] = {"median_ms": round(statistics.median(ts), 1), "min_ms": round(min(ts), 1),
                      "max_ms": round(max(ts), 1)}
     out["floor_joint_step_ms"] = round(out["condition_G_C_fwd_bwd"]["median_ms"]
-                                       + out["prior_G_E_fwd"]["median_ms"], 1)
+                                       + out["prior_E_fwd"]["median_ms"], 1)
     return out
-
-
-def _memory_format(bundle: ModelBundle, fmt: torch.memory_format) -> None:
-    for m in (bundle.classifier, bundle.encoder, bundle.generator):
-        if m is not None:
-            m.to(memory_format=fmt)
 
 
 def speedups(bundle: ModelBundle, preset: str = "noiseless-joint-ppgn-h", chains_list: tuple[int, ...] = (1, 8),
              steps: int = 5, repeats: int = 5, device: str = "cpu") -> dict:
     """Before/after of the sampler's speed work, measured in one run on the same models:
 
-    * ``recompute_image``: the prior runs G(h) again (the naive step);
-    * ``reuse_image``: the prior reuses the image of the condition pass (the engine's default);
-    * ``reuse_image+channels_last``: and the networks' weights in channels-last layout;
+    * ``recompute_image``: the prior runs G(h) again, weights in the default (contiguous) layout
+      (the naive step);
+    * ``reuse_image``: the prior reuses the image of the condition pass;
+    * ``reuse_image+channels_last``: and the networks' weights in channels-last layout (the
+      engine's default since this measurement: ``load_bundle`` sets it);
     * ``threads_1``: the default step on one thread (how much the second core gives).
     """
     out: dict = {"preset": preset}
     threads = torch.get_num_threads()
     for chains in chains_list:
-        row = {"recompute_image": time_steps(bundle, preset, chains, steps, repeats, device, reuse_image=False),
-               "reuse_image": time_steps(bundle, preset, chains, steps, repeats, device)}
-        _memory_format(bundle, torch.channels_last)
+        bundle.set_memory_format(torch.contiguous_format)
         try:
-            row["reuse_image+channels_last"] = time_steps(bundle, preset, chains, steps, repeats, device)
+            row = {"recompute_image": time_steps(bundle, preset, chains, steps, repeats, device, reuse_image=False),
+                   "reuse_image": time_steps(bundle, preset, chains, steps, repeats, device)}
         finally:
-            _memory_format(bundle, torch.contiguous_format)
+            bundle.set_memory_format(torch.channels_last)
+        row["reuse_image+channels_last"] = time_steps(bundle, preset, chains, steps, repeats, device)
         if device == "cpu" and threads > 1:
             torch.set_num_threads(1)
             try:

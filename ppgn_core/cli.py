@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chains", type=int, default=2)
     p.add_argument("--steps", type=int, default=24)
     p.add_argument("--mixing-chains", type=int, default=48, help="chains per preset measured for mixing")
+    p.add_argument("--batch", type=int, default=8,
+                   help="chains run at once (8 is fastest per chain on a 2-core CPU; batch k is seeded seed·1000+k)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=None, help="override the presets' step size")
     p.add_argument("--eps1", type=float, default=None, help="override ε1 of the learned h-space priors (joint, joint-noisy, R_h)")
@@ -256,7 +258,7 @@ def _run_evaluate(args) -> int:
             o["eps1"] = args.eps1
         overrides[p] = o
     report = evaluate(bundle, Path(args.out), presets, classes, chains, steps, args.seed, device, limit, limit,
-                      overrides, mixing_chains=args.mixing_chains)
+                      overrides, mixing_chains=args.mixing_chains, batch=args.batch)
     if args.inpaint or args.quick:
         import json
 

@@ -48,7 +48,7 @@ def main() -> None:
     h = rows[0].shape[0]
     canvas = Image.new("RGB", (rows[0].shape[1], (h + 18) * len(rows) + 18), "white")
     d = ImageDraw.Draw(canvas)
-    d.text((4, 2), "columns: " + ", ".join(f"{c} ×{args.chains}" for c in args.classes) + f"; {args.steps} steps, C = Lite0",
+    d.text((4, 2), "columns: " + ", ".join(f"{c} x{args.chains}" for c in args.classes) + f"; {args.steps} steps, C = Lite0",
            fill="black")
     for i, (r, lab) in enumerate(zip(rows, labels)):
         y = 18 + i * (h + 18)

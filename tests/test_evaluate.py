@@ -97,3 +97,18 @@ def test_evaluate_quick_end_to_end(tmp_path):
     assert set(rep["inpainting"]) >= {"ppgn", "ppgn_context", "telea"}
     assert all(r["psnr_db"] > 0 for k, r in rep["inpainting"].items() if isinstance(r, dict))
     assert (tmp_path / "evaluation.md").exists() and (tmp_path / "sheet_dgn-am.png").exists()
+
+
+def test_large_sample_sheets_are_halved_and_paletted(tmp_path):
+    from PIL import Image
+
+    from ppgn_core.evaluate import PresetRun, save_sheet
+
+    g = torch.Generator().manual_seed(0)
+    for n, size in ((8, 32), (72, 32)):
+        imgs = torch.rand(n, 3, size, size, generator=g)
+        run = PresetRun("p", imgs, torch.zeros(n, dtype=torch.long), torch.zeros(n), imgs[None], 0.0)
+        save_sheet(run, tmp_path / f"s{n}.png", chains=2)
+        im = Image.open(tmp_path / f"s{n}.png")
+        assert im.mode == ("P" if n > 64 else "RGB")
+        assert im.width < 8 * size if n > 64 else im.width >= 8 * size

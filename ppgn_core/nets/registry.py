@@ -49,6 +49,14 @@ class ModelBundle:
                 m.to(device)
         return self
 
+    def set_memory_format(self, fmt: torch.memory_format = torch.channels_last) -> "ModelBundle":
+        """Lay the convolutional networks' weights out as ``fmt``. Channels-last makes a sampling
+        step about 1.25× faster on this CPU (``reports/bench.json``, "speedups")."""
+        for m in (self.classifier, self.encoder, self.generator):
+            if m is not None:
+                m.to(memory_format=fmt)
+        return self
+
 
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
@@ -131,7 +139,7 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu", class
         code_dae=code_dae, image_dae=image_dae, code_shape=code_shape, code_mean=stats["mean"],
         code_std=stats["std"], code_range=tuple(card["code"]["range"]), image_size=g_cfg["out_size"],
         noise=card.get("joint_noise", {"x": 0.0, "h1": 0.0, "h": 0.0}), card=card)
-    return bundle.to(device)
+    return bundle.to(device).set_memory_format(torch.channels_last)
 
 
 def tiny_bundle(seed: int = 0, size: int = 32, code_channels: int = 16, num_classes: int = 1000) -> ModelBundle:
