@@ -278,7 +278,7 @@ def _run_evaluate(args) -> int:
 def _run_export(args) -> int:
     from .data import DEFAULT_DATA_ROOT, load_folder, to_float
     from .evaluate import reconstruction_metrics
-    from .export import export
+    from .export import export, write_metrics
     from .nets.registry import load_bundle
 
     card = export(args.generator, args.hdae, args.xdae, note=args.note)
@@ -291,7 +291,7 @@ def _run_export(args) -> int:
             from pathlib import Path
 
             metrics["ablation"] = json.loads(Path(args.ablation).read_text())
-        card = export(args.generator, args.hdae, args.xdae, metrics=metrics, note=args.note)
+        card = write_metrics(metrics)
         print(metrics)
     print(f"wrote assets/: {', '.join(f['file'] for f in card['files'].values())}")
     return 0

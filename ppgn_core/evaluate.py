@@ -113,22 +113,25 @@ class Judge:
         self.device = device
 
     @torch.no_grad()
-    def logits(self, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
-        return torch.cat([self.classifier(images[i:i + batch].to(self.device)).cpu()
-                          for i in range(0, len(images), batch)])
-
-    @torch.no_grad()
-    def features(self, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
-        """Pooled penultimate features (for diversity spread and mixing distances)."""
-        out = []
+    def predict(self, images: torch.Tensor, batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and pooled penultimate features (diversity spread, mixing) from one pass."""
+        logits, feats = [], []
         for i in range(0, len(images), batch):
             with self.classifier.capture(["head"]) as acts:
-                self.classifier(images[i:i + batch].to(self.device))
-            out.append(acts["head"].mean((2, 3)).cpu())
-        return torch.cat(out)
+                logits.append(self.classifier(images[i:i + batch].to(self.device)).cpu())
+            feats.append(acts["head"].mean((2, 3)).cpu())
+        return torch.cat(logits), torch.cat(feats)
 
-    def hits(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.logits(images)
+    def logits(self, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
+        return self.predict(images, batch)[0]
+
+    def features(self, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
+        return self.predict(images, batch)[1]
+
+    def hits(self, images: torch.Tensor, targets: torch.Tensor,
+             logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Top-1/top-5 hits on ``targets``; pass ``logits`` already computed for ``images`` to skip the pass."""
+        logits = self.logits(images) if logits is None else logits
         top5 = logits.topk(5, dim=1).indices
         t = targets.view(-1, 1)
         return {"top1": top5[:, :1].eq(t).any(1), "top5": top5.eq(t).any(1),
@@ -195,8 +198,8 @@ def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], 
                      time.time() - t0)
 
 
-def judge_summary(judge: Judge, run: PresetRun) -> dict:
-    h = judge.hits(run.images, run.targets)
+def judge_summary(judge: Judge, run: PresetRun, logits: torch.Tensor | None = None) -> dict:
+    h = judge.hits(run.images, run.targets, logits)
     return {"preset": run.preset, "n": int(len(run.targets)), "judge_top1": float(h["top1"].float().mean()),
             "judge_top5": float(h["top5"].float().mean()),
             "judge_p_target": float(h["p_target"].mean()),
@@ -218,11 +221,10 @@ def save_sheet(run: PresetRun, path: Path, chains: int) -> None:
 
     from .images import grid
 
-    images = run.images
-    if len(images) > 64:
-        images = F.avg_pool2d(images, 2)
+    large = len(run.images) > 64
+    images = F.avg_pool2d(run.images, 2) if large else run.images
     sheet = Image.fromarray(grid(images, nrow=chains * 4 if len(images) >= chains * 4 else chains))
-    if len(run.images) > 64:
+    if large:
         sheet = sheet.quantize(256)
     sheet.save(path, optimize=True)
 
@@ -318,14 +320,14 @@ def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[i
                     "presets": {}}
     val_u8, val_labels = load_folder(DEFAULT_DATA_ROOT / "val", 128, max(real_limit, recon_limit), seed)
     val = to_float(val_u8)
-    h = judge.hits(val[:real_limit], val_labels[:real_limit])
+    real_logits, real_feats = judge.predict(val[:real_limit])
+    real_labels = val_labels[:real_limit]
+    h = judge.hits(val[:real_limit], real_labels, real_logits)
     report["real_val"] = {"n": real_limit, "judge_top1": float(h["top1"].float().mean()),
                           "judge_top5": float(h["top5"].float().mean())}
     per_class = [mean_pairwise_ms_ssim(val[val_labels == c][:chains * 3]) for c in IMAGENETTE_CLASSES
                  if int((val_labels == c).sum()) >= 2]
     report["real_val"]["ms_ssim_within_class"] = float(np.mean(per_class))
-    real_feats = judge.features(val[:real_limit])
-    real_labels = val_labels[:real_limit]
     scale = real_feature_scale(real_feats, real_labels)
     report["real_val"]["feature_scale"] = scale
     # Real spread over groups of the samples' size (chains per class), so the two are comparable.
@@ -336,13 +338,13 @@ def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[i
     for p in presets:
         run = run_preset_on_classes(bundle, p, classes, chains, steps, seed, snapshot_every, device,
                                     (overrides or {}).get(p), batch)
-        summary = judge_summary(judge, run)
+        logits, feats = judge.predict(run.images)
+        summary = judge_summary(judge, run, logits)
         summary.update(diversity(run, chains))
-        feats = judge.features(run.images)
         groups = [torch.arange(k, min(k + chains, len(run.images))) for k in range(0, len(run.images), chains)]
         summary["feature_spread"] = feature_spread(feats, groups) / scale
         summary["mixing"] = mixing(judge, run, snapshot_every, scale, mixing_chains)
-        summary["settings"] = {k: v for k, v in (overrides or {}).get(p, {}).items()}
+        summary["settings"] = dict((overrides or {}).get(p, {}))
         report["presets"][p] = summary
         save_sheet(run, out / f"sheet_{p}.png", chains)
         report["minutes"] = round((time.time() - t0) / 60, 1)
@@ -363,13 +365,10 @@ def write_markdown(report: dict, path: Path) -> None:
     for p, r in report["presets"].items():
         m = r.get("mixing", {})
         step_key = next((k for k in m if k.startswith("dist_")), None)
+        mix = f"{m[step_key]:.2f} | {m['modes_per_chain']:.2f}" if step_key else "– | –"
         lines.append(f"| {p} | {fmt_pct(r['judge_top1'])} | {fmt_pct(r['judge_top5'])} | {fmt_pct(r['c_pass_097'])} "
                      f"| {r.get('ms_ssim_within_class', float('nan')):.3f} | {r.get('feature_spread', float('nan')):.2f} "
-                     f"| {m[step_key]:.2f} | {m.get('modes_per_chain', float('nan')):.2f} | {r['seconds'] / 60:.1f} |"
-                     if step_key else
-                     f"| {p} | {fmt_pct(r['judge_top1'])} | {fmt_pct(r['judge_top5'])} | {fmt_pct(r['c_pass_097'])} "
-                     f"| {r.get('ms_ssim_within_class', float('nan')):.3f} | {r.get('feature_spread', float('nan')):.2f} "
-                     f"| – | – | {r['seconds'] / 60:.1f} |")
+                     f"| {mix} | {r['seconds'] / 60:.1f} |")
     rv = report["real_val"]
     lines.append(f"| real imagenette val photos ({rv['n']}) | {fmt_pct(rv['judge_top1'])} | {fmt_pct(rv['judge_top5'])} "
                  f"| – | {rv['ms_ssim_within_class']:.3f} | {rv.get('feature_spread', float('nan')):.2f} | – | – | – |")

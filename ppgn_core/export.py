@@ -116,6 +116,16 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
     return card
 
 
+def write_metrics(metrics: dict, assets: Path = ASSETS) -> dict:
+    """Add measured metrics to the shipped model card (JSON and markdown); returns the card."""
+    assets = Path(assets)
+    card = json.loads((assets / CARD_NAME).read_text())
+    card["metrics"] = metrics
+    (assets / CARD_NAME).write_text(json.dumps(card, indent=2))
+    write_card_markdown(card, assets / "MODEL_CARD.md")
+    return card
+
+
 def write_card_markdown(card: dict, path: Path) -> None:
     g = card["generator"]
     lines = [

@@ -189,10 +189,6 @@ def train_generator(cfg: TrainConfig) -> dict:
     step, minutes_before = 0, 0.0
     state = {"r": 1.0}
     ckpt_path = out / "checkpoint.pt"
-    if cfg.init_generator and not ckpt_path.exists():
-        from .nets.registry import load_safetensors_checked
-
-        G.load_state_dict(load_safetensors_checked(Path(cfg.init_generator), None))
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         G.load_state_dict(ck["G"])
@@ -201,6 +197,10 @@ def train_generator(cfg: TrainConfig) -> dict:
         opt_d.load_state_dict(ck["opt_d"])
         step, minutes_before = int(ck["step"]), float(ck["minutes"])
         state["r"] = float(ck["r"])
+    elif cfg.init_generator:  # a fresh run that starts from given weights (a resume uses its checkpoint)
+        from .nets.registry import load_safetensors_checked
+
+        G.load_state_dict(load_safetensors_checked(Path(cfg.init_generator), None))
     Gm, Dm = G, D
     if world > 1:
         G = nn.parallel.DistributedDataParallel(G)

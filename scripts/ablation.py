@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ppgn_core.data import DEFAULT_DATA_ROOT, load_folder, to_float  # noqa: E402
 from ppgn_core.evaluate import reconstruction_metrics  # noqa: E402
+from ppgn_core.export import _strip  # noqa: E402
 from ppgn_core.images import grid  # noqa: E402
 from ppgn_core.nets.generators import UpconvGenerator  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
@@ -31,7 +32,7 @@ def load_generator(path: Path, config: dict) -> tuple[torch.nn.Module, int]:
     ck_path = path / "checkpoint.pt" if path.is_dir() else path
     ck = torch.load(ck_path, map_location="cpu", weights_only=True)
     g = UpconvGenerator(config["code_channels"], config["code_size"], tuple(config["widths"]), config["out_size"])
-    g.load_state_dict({k.removeprefix("module."): v for k, v in ck["G"].items()})
+    g.load_state_dict(_strip(ck["G"]))
     return g.eval(), int(ck["step"])
 
 
