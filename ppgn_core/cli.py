@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-set", choices=["default", "paper20"], default="default",
                    help="paper20: the 10 Imagenette classes + volcano, pool table, cardoon, … (issue 3's comparison)")
     p.add_argument("--chains", type=int, default=2)
-    p.add_argument("--steps", type=int, default=24)
+    p.add_argument("--steps", type=int, default=60,
+                   help="steps per chain (the h presets' small default step needs 60+; the paper ran 200)")
     p.add_argument("--mixing-chains", type=int, default=48, help="chains per preset measured for mixing")
     p.add_argument("--batch", type=int, default=8,
                    help="chains run at once (8 is fastest per chain on a 2-core CPU; batch k is seeded seed·1000+k)")

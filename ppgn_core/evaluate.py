@@ -88,6 +88,12 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor, weights: tuple[float, ...] = MS_SS
     return torch.prod(stack ** w.view(-1, 1, 1), dim=0).mean(1)
 
 
+def saturation(images: torch.Tensor, margin: float = 0.03) -> float:
+    """Fraction of pixel values within ``margin`` of 0 or 1: flat black/white blobs, the failure
+    of too large a step in h (real val photos: about 0.08)."""
+    return float(((images < margin) | (images > 1 - margin)).float().mean())
+
+
 def mean_pairwise_ms_ssim(images: torch.Tensor, max_pairs: int = 200, seed: int = 0) -> float:
     """Mean MS-SSIM over (up to ``max_pairs`` random) pairs of distinct images: lower = more diverse."""
     n = images.shape[0]
@@ -204,8 +210,8 @@ def judge_summary(judge: Judge, run: PresetRun, logits: torch.Tensor | None = No
             "judge_top5": float(h["top5"].float().mean()),
             "judge_p_target": float(h["p_target"].mean()),
             "c_p_class_mean": float(run.p_class.mean()), "c_pass_097": float((run.p_class >= 0.97).float().mean()),
-            "seconds": round(run.seconds, 1), "per_sample_top1": h["top1"].int().tolist(),
-            "per_sample_pred": h["pred"].tolist()}
+            "saturation": saturation(run.images), "seconds": round(run.seconds, 1),
+            "per_sample_top1": h["top1"].int().tolist(), "per_sample_pred": h["pred"].tolist()}
 
 
 def class_ids(names: list[str | int]) -> list[int]:
@@ -244,6 +250,10 @@ def compare_priors(bundle: ModelBundle, presets: list[str], classes: list[int], 
         save_sheet(run, out / f"sheet_{p}.png", chains)
         (out / "compare_priors.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def _pct_or_dash(x: float | None) -> str:
+    return "–" if x is None else fmt_pct(x)
 
 
 def fmt_pct(x: float) -> str:
@@ -324,7 +334,7 @@ def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[i
     real_labels = val_labels[:real_limit]
     h = judge.hits(val[:real_limit], real_labels, real_logits)
     report["real_val"] = {"n": real_limit, "judge_top1": float(h["top1"].float().mean()),
-                          "judge_top5": float(h["top5"].float().mean())}
+                          "judge_top5": float(h["top5"].float().mean()), "saturation": saturation(val[:real_limit])}
     per_class = [mean_pairwise_ms_ssim(val[val_labels == c][:chains * 3]) for c in IMAGENETTE_CLASSES
                  if int((val_labels == c).sum()) >= 2]
     report["real_val"]["ms_ssim_within_class"] = float(np.mean(per_class))
@@ -361,24 +371,26 @@ def write_markdown(report: dict, path: Path) -> None:
              f"{len(report['classes'])} classes × {report['chains_per_class']} chains × {report['steps']} steps, "
              f"seed {report['seed']}; took {report.get('minutes', '?')} min.", "",
              "| samples | judge top-1 | judge top-5 | C p ≥ 0.97 | within-class MS-SSIM | judge-feature spread "
-             "| dist. per snapshot | modes per chain | min |", "|---|---|---|---|---|---|---|---|---|"]
+             "| dist. per snapshot | modes per chain | saturated px | min |", "|---|---|---|---|---|---|---|---|---|---|"]
     for p, r in report["presets"].items():
         m = r.get("mixing", {})
         step_key = next((k for k in m if k.startswith("dist_")), None)
         mix = f"{m[step_key]:.2f} | {m['modes_per_chain']:.2f}" if step_key else "– | –"
         lines.append(f"| {p} | {fmt_pct(r['judge_top1'])} | {fmt_pct(r['judge_top5'])} | {fmt_pct(r['c_pass_097'])} "
                      f"| {r.get('ms_ssim_within_class', float('nan')):.3f} | {r.get('feature_spread', float('nan')):.2f} "
-                     f"| {mix} | {r['seconds'] / 60:.1f} |")
+                     f"| {mix} | {_pct_or_dash(r.get('saturation'))} | {r['seconds'] / 60:.1f} |")
     rv = report["real_val"]
     lines.append(f"| real imagenette val photos ({rv['n']}) | {fmt_pct(rv['judge_top1'])} | {fmt_pct(rv['judge_top5'])} "
-                 f"| – | {rv['ms_ssim_within_class']:.3f} | {rv.get('feature_spread', float('nan')):.2f} | – | – | – |")
+                 f"| – | {rv['ms_ssim_within_class']:.3f} | {rv.get('feature_spread', float('nan')):.2f} | – | – "
+                 f"| {_pct_or_dash(rv.get('saturation'))} | – |")
     for name, (acc, ms) in PAPER_ROWS.items():
-        lines.append(f"| {name} | {fmt_pct(acc)} | – | – | {ms:.2f} | – | – | – | – |")
+        lines.append(f"| {name} | {fmt_pct(acc)} | – | – | {ms:.2f} | – | – | – | – | – |")
     lines += ["", "Judge-feature spread: mean pairwise distance of the judge's pooled features within a class "
                   "(groups of chains-per-class images), divided by the median distance between two real val photos "
                   "of one class. Mixing (first chains of the run): mean feature distance between snapshots "
               f"{report.get('snapshot_every', '?')} steps apart in the same unit, and the number of modes a chain "
-                  "visits (leader clusters of radius 1 in that unit, start excluded)."]
+                  "visits (leader clusters of radius 1 in that unit, start excluded). Saturated px: share of pixel "
+                  "values within 0.03 of black or white (flat blown-out blobs)."]
     if "reconstruction" in report:
         r = report["reconstruction"]
         lines += ["", f"Reconstructions on {r['n']} val photos: PSNR of G(E(x)) = {r['psnr_db']:.2f} dB, "

@@ -44,14 +44,21 @@ class Preset:
         return replace(s, **overrides).validate()
 
 
+#: Step sizes in h (release step form: each step moves h by lr·mean std(h) in mean |Δh|), picked
+#: per prior on held-out classes by the judge (reports/tuning/step_heldout.json). A step of
+#: 0.1·std blew G's images out to flat black/white blobs (about 45% of pixels saturated).
+H_LR_LEARNED = 0.02
+H_LR_GAUSSIAN = 0.05
+
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("noiseless-joint-ppgn-h", "Noiseless Joint PPGN-h (paper's best)", "h", "joint", (1e-5, 1.0, 1e-17),
-           note="Sec. 3.5; G trained with L_img + L_h1 + L_GAN; prior E(G(h)) − h"),
+           lr=H_LR_LEARNED, lr_end=H_LR_LEARNED, note="Sec. 3.5; G trained with L_img + L_h1 + L_GAN; prior E(G(h)) − h"),
     Preset("joint-ppgn-h", "Joint PPGN-h", "h", "joint-noisy", (1e-5, 1.0, 1e-5),
-           note="Sec. 3.4; noise on x, h1 and h at the training levels"),
-    Preset("ppgn-h", "PPGN-h (MLP DAE on h)", "h", "hdae", (1e-5, 1.0, 1e-5), note="Sec. 3.3, Eq. 11"),
+           lr=H_LR_LEARNED, lr_end=H_LR_LEARNED, note="Sec. 3.4; noise on x, h1 and h at the training levels"),
+    Preset("ppgn-h", "PPGN-h (MLP DAE on h)", "h", "hdae", (1e-5, 1.0, 1e-5), lr=H_LR_LEARNED,
+           lr_end=H_LR_LEARNED, note="Sec. 3.3, Eq. 11"),
     Preset("dgn-am", "DGN-AM (Gaussian prior on h)", "h", "gaussian", (0.0, 1.0, 1e-17),
-           note="Sec. 3.2; (λ, 1, 0) with ε1 = λ gives L2 decay"),
+           lr=H_LR_GAUSSIAN, lr_end=H_LR_GAUSSIAN, note="Sec. 3.2; (λ, 1, 0) with ε1 = λ gives L2 decay"),
     Preset("ppgn-x", "PPGN-x (DAE on pixels)", "x", "xdae", (1.0, 1e-5, 25.6), units="pixel255",
            step_form="eq5", note="Sec. 3.1, S11; ε in 0–255 pixel units"),
     Preset("hand-designed", "Hand-designed priors (Fourier, decorrelated colour, blur, TV, jitter)", "fourier",

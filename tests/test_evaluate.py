@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ppgn_core.evaluate import (IMAGENETTE_CLASSES, Judge, count_modes, default_classes, feature_spread,
-                                mean_pairwise_ms_ssim, ms_ssim, real_feature_scale, real_image_accuracy)
+                                mean_pairwise_ms_ssim, ms_ssim, real_feature_scale, real_image_accuracy,
+                                saturation)
 from tests.conftest import DATA
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +69,15 @@ def test_feature_spread_and_scale():
     labels = torch.tensor([0, 0, 1, 1])
     assert real_feature_scale(feats, labels) == pytest.approx(5.0)  # torch median of (5, 10): the lower
     assert feature_spread(feats, [torch.tensor([0, 1]), torch.tensor([2, 3])]) == pytest.approx(7.5)
+
+
+def test_saturation_counts_blown_out_pixels_only():
+    x = torch.full((1, 3, 10, 10), 0.5)
+    assert saturation(x) == 0.0
+    x[..., :5, :] = 1.0  # top half white
+    x[..., 5:6, :] = 0.01  # one row black
+    assert saturation(x) == pytest.approx(0.6)
+    assert saturation(torch.full((1, 3, 4, 4), 0.96)) == 0.0  # bright but not blown out
 
 
 @pytest.mark.skipif(not DATA.exists(), reason="../shared/data not present")
