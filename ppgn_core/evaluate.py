@@ -300,7 +300,7 @@ def mixing(judge: Judge, run: PresetRun, snapshot_every: int, scale: float, max_
     point (step 0) is left out of the mode count."""
     traj = run.trajectory[:, :max_chains]  # S×N×3×H×W
     n_snap, n = traj.shape[:2]
-    if n_snap < 3:
+    if n_snap < 3 or n == 0:  # nothing to measure (e.g. --mixing-chains 0)
         return {}
     feats = judge.features(traj.flatten(0, 1)).view(n_snap, n, -1)
     out = {"chains": n, "snapshot_every": snapshot_every, "scale": scale}

@@ -80,6 +80,14 @@ def test_saturation_counts_blown_out_pixels_only():
     assert saturation(torch.full((1, 3, 4, 4), 0.96)) == 0.0  # bright but not blown out
 
 
+def test_mixing_with_no_chains_measures_nothing_instead_of_failing():
+    from ppgn_core.evaluate import PresetRun, mixing
+
+    traj = torch.rand(5, 3, 3, 8, 8)  # 5 snapshots of 3 chains
+    run = PresetRun("p", traj[-1], torch.zeros(3, dtype=torch.long), torch.zeros(3), traj, 0.0)
+    assert mixing(None, run, snapshot_every=2, scale=1.0, max_chains=0) == {}  # the judge is never needed
+
+
 @pytest.mark.skipif(not DATA.exists(), reason="../shared/data not present")
 def test_judge_accuracy_on_real_photos_comes_from_lite2_predictions(monkeypatch):
     judge = Judge()
