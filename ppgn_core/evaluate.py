@@ -90,7 +90,7 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor, weights: tuple[float, ...] = MS_SS
 
 def saturation(images: torch.Tensor, margin: float = 0.03) -> float:
     """Fraction of pixel values within ``margin`` of 0 or 1: flat black/white blobs, the failure
-    of too large a step in h (real val photos: about 0.08)."""
+    of too large a step in h (500 real val photos: 0.093)."""
     return float(((images < margin) | (images > 1 - margin)).float().mean())
 
 
@@ -180,6 +180,7 @@ class PresetRun:
     p_class: torch.Tensor  # N, under C
     trajectory: torch.Tensor  # S×N×3×H×W snapshots (for mixing)
     seconds: float
+    p_trajectory: torch.Tensor | None = None  # S×N p(class) under C at the same snapshots
 
 
 def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], chains: int, steps: int,
@@ -191,7 +192,7 @@ def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], 
     same classes (same seeds across presets)."""
     targets = torch.tensor([c for c in classes for _ in range(chains)])
     t0 = time.time()
-    images, p_class, trajs = [], [], []
+    images, p_class, trajs, p_trajs = [], [], [], []
     for k, lo in enumerate(range(0, len(targets), batch)):
         tb = targets[lo:lo + batch]
         s = build_sampler(preset, bundle, ClassCondition(bundle.classifier, tb), seed=seed * 1000 + k,
@@ -200,8 +201,9 @@ def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], 
         images.append(snaps[-1].image)
         p_class.append(snaps[-1].p_class)
         trajs.append(torch.stack([sn.image for sn in snaps]))
+        p_trajs.append(torch.stack([sn.p_class for sn in snaps]))
     return PresetRun(preset, torch.cat(images), targets, torch.cat(p_class), torch.cat(trajs, dim=1),
-                     time.time() - t0)
+                     time.time() - t0, torch.cat(p_trajs, dim=1))
 
 
 def judge_summary(judge: Judge, run: PresetRun, logits: torch.Tensor | None = None) -> dict:
@@ -252,12 +254,8 @@ def compare_priors(bundle: ModelBundle, presets: list[str], classes: list[int], 
     return results
 
 
-def _pct_or_dash(x: float | None) -> str:
-    return "–" if x is None else fmt_pct(x)
-
-
-def fmt_pct(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+def fmt_pct(x: float | None, missing: str = "n/a") -> str:
+    return missing if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
 def diversity(run: PresetRun, chains: int) -> dict:
@@ -378,11 +376,11 @@ def write_markdown(report: dict, path: Path) -> None:
         mix = f"{m[step_key]:.2f} | {m['modes_per_chain']:.2f}" if step_key else "– | –"
         lines.append(f"| {p} | {fmt_pct(r['judge_top1'])} | {fmt_pct(r['judge_top5'])} | {fmt_pct(r['c_pass_097'])} "
                      f"| {r.get('ms_ssim_within_class', float('nan')):.3f} | {r.get('feature_spread', float('nan')):.2f} "
-                     f"| {mix} | {_pct_or_dash(r.get('saturation'))} | {r['seconds'] / 60:.1f} |")
+                     f"| {mix} | {fmt_pct(r.get('saturation'), '–')} | {r['seconds'] / 60:.1f} |")
     rv = report["real_val"]
     lines.append(f"| real imagenette val photos ({rv['n']}) | {fmt_pct(rv['judge_top1'])} | {fmt_pct(rv['judge_top5'])} "
                  f"| – | {rv['ms_ssim_within_class']:.3f} | {rv.get('feature_spread', float('nan')):.2f} | – | – "
-                 f"| {_pct_or_dash(rv.get('saturation'))} | – |")
+                 f"| {fmt_pct(rv.get('saturation'), '–')} | – |")
     for name, (acc, ms) in PAPER_ROWS.items():
         lines.append(f"| {name} | {fmt_pct(acc)} | – | – | {ms:.2f} | – | – | – | – | – |")
     lines += ["", "Judge-feature spread: mean pairwise distance of the judge's pooled features within a class "

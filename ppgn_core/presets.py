@@ -28,7 +28,7 @@ class Preset:
     units: str = "native"  # "pixel255": ε in 0–255 pixel units (PPGN-x), converted to [0, 1]
     step_form: str = "release"
     lr: float = 0.1
-    lr_end: float = 0.1
+    lr_end: float | None = None  # None: a constant step (lr_end = lr)
     jitter: int = 0
     reset_every: int = 0
     note: str = ""
@@ -39,32 +39,33 @@ class Preset:
         if self.units == "pixel255":
             # x255 = 255·x01 ⇒ ∂/∂x255 = ∂/∂x01 / 255 and Δx01 = Δx255 / 255.
             e2, e3 = e2 / 255.0 ** 2, e3 / 255.0
-        s = StepSettings(eps1=e1, eps2=e2, eps3=e3, step_form=self.step_form, lr=self.lr, lr_end=self.lr_end,
+        s = StepSettings(eps1=e1, eps2=e2, eps3=e3, step_form=self.step_form, lr=self.lr,
+                         lr_end=self.lr if self.lr_end is None else self.lr_end,
                          jitter=self.jitter, reset_every=self.reset_every)
         return replace(s, **overrides).validate()
 
 
 #: Step sizes in h (release step form: each step moves h by lr·mean std(h) in mean |Δh|), picked
 #: per prior on held-out classes by the judge (reports/tuning/step_heldout.json). A step of
-#: 0.1·std blew G's images out to flat black/white blobs (about 45% of pixels saturated).
+#: 0.1·std blew G's images out to flat black/white blobs (41–48% of pixel values saturated).
 H_LR_LEARNED = 0.02
 H_LR_GAUSSIAN = 0.05
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("noiseless-joint-ppgn-h", "Noiseless Joint PPGN-h (paper's best)", "h", "joint", (1e-5, 1.0, 1e-17),
-           lr=H_LR_LEARNED, lr_end=H_LR_LEARNED, note="Sec. 3.5; G trained with L_img + L_h1 + L_GAN; prior E(G(h)) − h"),
+           lr=H_LR_LEARNED, note="Sec. 3.5; G trained with L_img + L_h1 + L_GAN; prior E(G(h)) − h"),
     Preset("joint-ppgn-h", "Joint PPGN-h", "h", "joint-noisy", (1e-5, 1.0, 1e-5),
-           lr=H_LR_LEARNED, lr_end=H_LR_LEARNED, note="Sec. 3.4; noise on x, h1 and h at the training levels"),
+           lr=H_LR_LEARNED, note="Sec. 3.4; noise on x, h1 and h at the training levels"),
     Preset("ppgn-h", "PPGN-h (MLP DAE on h)", "h", "hdae", (1e-5, 1.0, 1e-5), lr=H_LR_LEARNED,
-           lr_end=H_LR_LEARNED, note="Sec. 3.3, Eq. 11"),
+           note="Sec. 3.3, Eq. 11"),
     Preset("dgn-am", "DGN-AM (Gaussian prior on h)", "h", "gaussian", (0.0, 1.0, 1e-17),
-           lr=H_LR_GAUSSIAN, lr_end=H_LR_GAUSSIAN, note="Sec. 3.2; (λ, 1, 0) with ε1 = λ gives L2 decay"),
+           lr=H_LR_GAUSSIAN, note="Sec. 3.2; (λ, 1, 0) with ε1 = λ gives L2 decay"),
     Preset("ppgn-x", "PPGN-x (DAE on pixels)", "x", "xdae", (1.0, 1e-5, 25.6), units="pixel255",
            step_form="eq5", note="Sec. 3.1, S11; ε in 0–255 pixel units"),
     Preset("hand-designed", "Hand-designed priors (Fourier, decorrelated colour, blur, TV, jitter)", "fourier",
            "hand-designed", (0.05, 1.0, 0.0), lr=0.05, lr_end=0.02, jitter=4,
            note="Sec. S7; image parameterised in a decorrelated Fourier basis"),
-    Preset("no-prior", "No prior (fooling images)", "x", "none", (0.0, 1.0, 0.0), lr=0.02, lr_end=0.02,
+    Preset("no-prior", "No prior (fooling images)", "x", "none", (0.0, 1.0, 0.0), lr=0.02,
            note="Sec. 2.2: (0, 1, 0)"),
     Preset("mfv", "Multifaceted visualisation (release schedule)", "h", "joint", (1e-5, 1.0, 1e-17),
            reset_every=50, lr=0.2, lr_end=0.05,

@@ -11,18 +11,15 @@ Each --config is NAME=PRESET[:key=value,...]; ``lr`` sets a constant step (lr = 
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ppgn_core.conditions import ClassCondition, class_index  # noqa: E402
-from ppgn_core.evaluate import (EXTRA_CLASSES, Judge, default_classes, saturation)  # noqa: E402
+from ppgn_core.conditions import class_index  # noqa: E402
+from ppgn_core.evaluate import EXTRA_CLASSES, Judge, default_classes, run_preset_on_classes, saturation  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
-from ppgn_core.presets import build_sampler  # noqa: E402
 
 TUNING_DRAW_SEED = 7
 
@@ -63,32 +60,22 @@ def main() -> None:
     every = int(np.gcd.reduce(judge_at))
     bundle, judge = load_bundle(), Judge()
     classes = tuning_classes(args.classes, args.skip)
-    targets = torch.tensor([c for c in classes for _ in range(args.chains)])
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {"results": {}}
     for text in args.config:
         name, preset, ov = parse_config(text)
-        t0 = time.time()
-        finals: dict[int, list] = {t: [] for t in judge_at}
-        pcs: dict[int, list] = {t: [] for t in judge_at}
-        for k, lo in enumerate(range(0, len(targets), args.batch)):
-            tb = targets[lo:lo + args.batch]
-            s = build_sampler(preset, bundle, ClassCondition(bundle.classifier, tb), seed=args.seed * 1000 + k, **ov)
-            for snap in s.run(s.init(len(tb)), max(judge_at), every):
-                if snap.step in finals:
-                    finals[snap.step].append(snap.image)
-                    pcs[snap.step].append(snap.p_class)
+        run = run_preset_on_classes(bundle, preset, classes, args.chains, max(judge_at), args.seed, every,
+                                    overrides=ov, batch=args.batch)
         rows = {}
-        for t in judge_at:
-            x, p = torch.cat(finals[t]), torch.cat(pcs[t])
-            h = judge.hits(x, targets)
+        for t in judge_at:  # snapshots are taken at steps 0, every, 2·every, …
+            x, p = run.trajectory[t // every], run.p_trajectory[t // every]
+            h = judge.hits(x, run.targets)
             rows[str(t)] = {"judge_top1": float(h["top1"].float().mean()), "judge_top5": float(h["top5"].float().mean()),
                             "c_p_class_mean": float(p.mean()), "saturation": saturation(x)}
         key = f"{name} [{args.classes} classes from {args.skip}, {args.chains} chains, seed {args.seed}]"
         report["results"][key] = {"preset": preset, "overrides": ov, "by_step": rows,
-                                  "seconds": round(time.time() - t0, 1)}
-        report["classes"] = report.get("classes", {})
-        report["classes"][f"{args.classes} from {args.skip}"] = classes
+                                  "seconds": round(run.seconds, 1)}
+        report.setdefault("classes", {})[f"{args.classes} from {args.skip}"] = classes
         print(key, json.dumps(rows), flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1))
