@@ -78,7 +78,9 @@ def test_slider_change_mid_run_shows_in_eps_schedule(app_url):
 
 def test_two_sessions_have_independent_chains_and_a_third_is_served(app_url):
     a, b, c = client(app_url), client(app_url), client(app_url)
-    ja = a.submit(*_sample_args(steps=30, chains=1, seed=1), api_name="/sample")
+    # A is long so that its stop always arrives before it could end by itself (30 tiny steps can
+    # finish before the stop request is served on a loaded CPU)
+    ja = a.submit(*_sample_args(steps=2000, chains=1, seed=1), api_name="/sample")
     jb = b.submit(*_sample_args(steps=30, chains=1, seed=1), api_name="/sample")
     jc = c.submit(*_sample_args(steps=10, chains=1, seed=2), api_name="/sample")  # queued behind A and B
     for _ in ja:
