@@ -278,15 +278,16 @@ def _run_evaluate(args) -> int:
 
 def _run_export(args) -> int:
     from .data import DEFAULT_DATA_ROOT, load_folder, to_float
-    from .evaluate import reconstruction_metrics
+    from .evaluate import Judge, reconstruction_metrics
     from .export import export, write_metrics
     from .nets.registry import load_bundle
 
     card = export(args.generator, args.hdae, args.xdae, note=args.note)
     if args.val_images:
-        images, _ = load_folder(DEFAULT_DATA_ROOT / "val", 128, args.val_images, 0)
+        images, labels = load_folder(DEFAULT_DATA_ROOT / "val", 128, args.val_images, 0)
         metrics = {"val_images": args.val_images,
-                   "reconstruction": reconstruction_metrics(load_bundle("default"), to_float(images))}
+                   "reconstruction": reconstruction_metrics(load_bundle("default"), to_float(images), judge=Judge(),
+                                                            labels=labels)}
         if args.ablation:
             import json
             from pathlib import Path

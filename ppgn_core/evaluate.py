@@ -155,19 +155,30 @@ def real_image_accuracy(judge: Judge, root: Path = DEFAULT_DATA_ROOT / "val", li
 # ----------------------------------------------------------------------------- reconstructions
 
 @torch.no_grad()
-def reconstruction_metrics(bundle: ModelBundle, images: torch.Tensor, batch: int = 32) -> dict:
-    """PSNR of G(E(x)) against x and cosine similarity of E(G(E(x))) to E(x), on real images."""
-    psnrs, coss = [], []
+def reconstruction_metrics(bundle: ModelBundle, images: torch.Tensor, batch: int = 32,
+                           judge: Judge | None = None, labels: torch.Tensor | None = None) -> dict:
+    """PSNR of G(E(x)) against x and cosine similarity of E(G(E(x))) to E(x), on real images; with a
+    ``judge`` and the photos' ``labels``, also the judge's top-1/top-5 on the reconstructions G(E(x))
+    (how much of the class a reconstruction keeps for a network that took no part in training)."""
+    psnrs, coss, recons = [], [], []
     for i in range(0, len(images), batch):
         x = images[i:i + batch]
         h = bundle.encoder(x)
-        xr = bundle.generator(h)
-        mse = ((xr.clamp(0, 1) - x) ** 2).flatten(1).mean(1)
+        xr = bundle.generator(h).clamp(0, 1)
+        mse = ((xr - x) ** 2).flatten(1).mean(1)
         psnrs.append(10 * torch.log10(1 / mse.clamp_min(1e-10)))
         coss.append(F.cosine_similarity(bundle.encoder(xr).flatten(1), h.flatten(1), dim=1))
+        if judge is not None:
+            recons.append(xr.cpu())
     p, c = torch.cat(psnrs), torch.cat(coss)
-    return {"n": int(len(images)), "psnr_db": float(p.mean()), "psnr_std": float(p.std()),
-            "cosine_h": float(c.mean()), "cosine_std": float(c.std())}
+    out = {"n": int(len(images)), "psnr_db": float(p.mean()), "psnr_std": float(p.std()),
+           "cosine_h": float(c.mean()), "cosine_std": float(c.std())}
+    if judge is not None:
+        if labels is None or len(labels) != len(images):
+            raise ValueError("judging reconstructions needs one label per image")
+        h = judge.hits(torch.cat(recons), labels.cpu())
+        out["judge_top1"], out["judge_top5"] = float(h["top1"].float().mean()), float(h["top5"].float().mean())
+    return out
 
 
 # ----------------------------------------------------------------------------- sampling evaluation
@@ -185,7 +196,8 @@ class PresetRun:
 
 def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], chains: int, steps: int,
                           seed: int = 0, snapshot_every: int = 10, device: str = "cpu",
-                          overrides: dict | None = None, batch: int = 8) -> PresetRun:
+                          overrides: dict | None = None, batch: int = 8,
+                          condition_mode: str = "log_softmax") -> PresetRun:
     """``chains`` chains for each class (one target per chain), run ``batch`` chains at a time.
 
     Batch k is seeded with ``seed·1000 + k``, so every preset starts from the same codes for the
@@ -195,7 +207,7 @@ def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], 
     images, p_class, trajs, p_trajs = [], [], [], []
     for k, lo in enumerate(range(0, len(targets), batch)):
         tb = targets[lo:lo + batch]
-        s = build_sampler(preset, bundle, ClassCondition(bundle.classifier, tb), seed=seed * 1000 + k,
+        s = build_sampler(preset, bundle, ClassCondition(bundle.classifier, tb, mode=condition_mode), seed=seed * 1000 + k,
                           **(overrides or {}))
         snaps = list(s.run(s.init(len(tb), device), steps, snapshot_every))
         images.append(snaps[-1].image)
@@ -342,7 +354,8 @@ def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[i
     real_groups = [torch.nonzero(real_labels == c).flatten()[:chains] for c in real_labels.unique()]
     report["real_val"]["feature_spread"] = feature_spread(real_feats, real_groups) / scale
     if bundle.generator is not None and bundle.encoder is not None and bundle.image_size == 128:
-        report["reconstruction"] = reconstruction_metrics(bundle, val[:recon_limit].to(device))
+        report["reconstruction"] = reconstruction_metrics(bundle, val[:recon_limit].to(device), judge=judge,
+                                                          labels=val_labels[:recon_limit])
     for p in presets:
         run = run_preset_on_classes(bundle, p, classes, chains, steps, seed, snapshot_every, device,
                                     (overrides or {}).get(p), batch)
@@ -392,7 +405,9 @@ def write_markdown(report: dict, path: Path) -> None:
     if "reconstruction" in report:
         r = report["reconstruction"]
         lines += ["", f"Reconstructions on {r['n']} val photos: PSNR of G(E(x)) = {r['psnr_db']:.2f} dB, "
-                      f"cosine(E(G(E(x))), E(x)) = {r['cosine_h']:.3f}."]
+                      f"cosine(E(G(E(x))), E(x)) = {r['cosine_h']:.3f}"
+                      + (f"; the judge's top-1 on G(E(x)) = {fmt_pct(r['judge_top1'])} (on the photos themselves: "
+                         f"{fmt_pct(report['real_val']['judge_top1'])})." if "judge_top1" in r else ".")]
     lines += ["", "Classes: " + ", ".join(report["classes"])]
     path.write_text("\n".join(lines) + "\n")
 

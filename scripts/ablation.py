@@ -1,11 +1,13 @@
 """Loss ablation of the generator (paper Fig. S8) as numbers and one comparison image.
 
-python scripts/ablation.py --variant "all losses=runs/g128b_ckpt300.pt" \
-    --variant "no L_GAN=runs/abl_nogan" --variant "no L_h1=runs/abl_noh1" --out reports/ablation
+python scripts/ablation.py --variant "start of the fine-tunes=runs/g_prev.safetensors" \
+    --variant "all losses=runs/g128b_ckpt300.pt" --variant "no L_GAN=runs/abl_nogan" \
+    --variant "no L_h1=runs/abl_noh1" --out reports/ablation
 
-Each variant is a training run folder (its checkpoint.pt) or a checkpoint file; the generator's
+The shipped G comes first. Each variant is a training run folder (its checkpoint.pt), a checkpoint
+file or a safetensors file of G's weights; the generator's
 architecture comes from the shipped model card. Measured on imagenette-128/val (never trained on):
-PSNR of G(E(x)) and cosine(E(G(E(x))), E(x)); the image shows 8 val photos (top row) and each
+PSNR of G(E(x)), cosine(E(G(E(x))), E(x)) and the judge's (Lite2's) top-1/top-5 on G(E(x)); the image shows 8 val photos (top row) and each
 variant's reconstruction of them.
 """
 
@@ -21,17 +23,21 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ppgn_core.data import DEFAULT_DATA_ROOT, load_folder, to_float  # noqa: E402
-from ppgn_core.evaluate import reconstruction_metrics  # noqa: E402
+from ppgn_core.evaluate import Judge, reconstruction_metrics  # noqa: E402
 from ppgn_core.export import _strip  # noqa: E402
 from ppgn_core.images import grid  # noqa: E402
 from ppgn_core.nets.generators import UpconvGenerator  # noqa: E402
-from ppgn_core.nets.registry import load_bundle  # noqa: E402
+from ppgn_core.nets.registry import load_bundle, load_safetensors_checked  # noqa: E402
 
 
-def load_generator(path: Path, config: dict) -> tuple[torch.nn.Module, int]:
+def load_generator(path: Path, config: dict) -> tuple[torch.nn.Module, int | None]:
+    """G from a run folder or checkpoint (with its step), or from a safetensors file (step unknown)."""
+    g = UpconvGenerator(config["code_channels"], config["code_size"], tuple(config["widths"]), config["out_size"])
+    if path.suffix == ".safetensors":
+        g.load_state_dict({k: v.float() for k, v in load_safetensors_checked(path, None).items()})
+        return g.eval(), None
     ck_path = path / "checkpoint.pt" if path.is_dir() else path
     ck = torch.load(ck_path, map_location="cpu", weights_only=True)
-    g = UpconvGenerator(config["code_channels"], config["code_size"], tuple(config["widths"]), config["out_size"])
     g.load_state_dict(_strip(ck["G"]))
     return g.eval(), int(ck["step"])
 
@@ -43,28 +49,32 @@ def main() -> None:
     ap.add_argument("--out", default="reports/ablation")
     args = ap.parse_args()
     bundle = load_bundle("default")
-    images, _ = load_folder(DEFAULT_DATA_ROOT / "val", 128, args.val_images, 0)
+    images, labels = load_folder(DEFAULT_DATA_ROOT / "val", 128, args.val_images, 0)
     x = to_float(images)
+    judge = Judge()
     rows = [grid(x[:8], nrow=8, pad=2)]
-    labels = ["real val photos"]
+    captions = ["real val photos"]
     result = {"val_images": int(len(x)), "variants": {}}
-    variants = [("shipped G (start of the fine-tunes)", None)] + [tuple(v.split("=", 1)) for v in args.variant]
+    variants = [("shipped G", None)] + [tuple(v.split("=", 1)) for v in args.variant]
     for label, path in variants:
         if path is None:
             g, step = bundle.generator, int(bundle.card["generator"]["steps"])
         else:
             g, step = load_generator(Path(path), bundle.card["generator"]["config"])
         with torch.no_grad():
-            m = reconstruction_metrics(SimpleNamespace(encoder=bundle.encoder, generator=g), x)
+            m = reconstruction_metrics(SimpleNamespace(encoder=bundle.encoder, generator=g), x, judge=judge,
+                                       labels=labels)
             rec = g(bundle.encoder(x[:8])).clamp(0, 1)
         result["variants"][label] = {"path": path, "step": step, **m}
         print(label, json.dumps(result["variants"][label]), flush=True)
         rows.append(grid(rec, nrow=8, pad=2))
-        labels.append(f"{label} (step {step}): PSNR {m['psnr_db']:.2f} dB, cosine(h) {m['cosine_h']:.3f}")
+        at = "" if step is None else f" (step {step})"
+        captions.append(f"{label}{at}: PSNR {m['psnr_db']:.2f} dB, cosine(h) {m['cosine_h']:.3f}, "
+                        f"judge top-1 {100 * m['judge_top1']:.1f}%")
     h = rows[0].shape[0]
     canvas = Image.new("RGB", (rows[0].shape[1], (h + 16) * len(rows)), "white")
     draw = ImageDraw.Draw(canvas)
-    for i, (r, lab) in enumerate(zip(rows, labels)):
+    for i, (r, lab) in enumerate(zip(rows, captions)):
         y = i * (h + 16)
         draw.text((4, y + 2), lab, fill="black")
         canvas.paste(Image.fromarray(r), (0, y + 16))

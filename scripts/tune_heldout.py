@@ -4,7 +4,8 @@
 python scripts/tune_heldout.py --steps 100 --judge-at 40 60 100 \
     --config dgn-lr0.05=dgn-am:lr=0.05 --config joint-lr0.02=noiseless-joint-ppgn-h:lr=0.02,eps1=1e-4
 
-Each --config is NAME=PRESET[:key=value,...]; ``lr`` sets a constant step (lr = lr_end). Results
+Each --config is NAME=PRESET[:key=value,...]; ``lr`` sets a constant step (lr = lr_end) and
+``mode`` the class condition (log_softmax, logit or softmax; default log_softmax). Results
 (judge top-1/top-5, C's p(class), fraction of saturated pixels) are merged into --out by name.
 """
 
@@ -38,7 +39,7 @@ def parse_config(text: str) -> tuple[str, str, dict]:
     ov: dict = {}
     for item in filter(None, kv.split(",")):
         k, _, v = item.partition("=")
-        ov[k.strip()] = float(v)
+        ov[k.strip()] = v.strip() if k.strip() == "mode" else float(v)
     if "lr" in ov and "lr_end" not in ov:
         ov["lr_end"] = ov["lr"]
     return name, preset, ov
@@ -64,8 +65,11 @@ def main() -> None:
     report = json.loads(out.read_text()) if out.exists() else {"results": {}}
     for text in args.config:
         name, preset, ov = parse_config(text)
+        mode = ov.pop("mode", "log_softmax")
         run = run_preset_on_classes(bundle, preset, classes, args.chains, max(judge_at), args.seed, every,
-                                    overrides=ov, batch=args.batch)
+                                    overrides=ov, batch=args.batch, condition_mode=mode)
+        if mode != "log_softmax":
+            ov["mode"] = mode
         rows = {}
         for t in judge_at:  # snapshots are taken at steps 0, every, 2·every, …
             x, p = run.trajectory[t // every], run.p_trajectory[t // every]

@@ -130,3 +130,29 @@ def test_large_sample_sheets_are_halved_and_paletted(tmp_path):
         im = Image.open(tmp_path / f"s{n}.png")
         assert im.mode == ("P" if n > 64 else "RGB")
         assert im.width < 8 * size if n > 64 else im.width >= 8 * size
+
+
+def test_reconstruction_metrics_judges_the_reconstructions_not_the_photos():
+    from ppgn_core.evaluate import reconstruction_metrics
+    from ppgn_core.nets.registry import tiny_bundle
+
+    b = tiny_bundle()
+    x = torch.rand(6, 3, b.image_size, b.image_size, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([3, 3, 3, 5, 5, 5])
+    seen = []
+
+    class Recorder:  # ranks class 3 first and 5 second for every image; records what it was shown
+        def hits(self, images, targets, logits=None):
+            seen.append(images)
+            logits = torch.zeros(len(images), 1000)
+            logits[:, 3], logits[:, 5] = 2.0, 1.0
+            return Judge.hits(None, images, targets, logits)
+
+    m = reconstruction_metrics(b, x, batch=4, judge=Recorder(), labels=labels)
+    with torch.no_grad():
+        expected = b.generator(b.encoder(x)).clamp(0, 1)
+    assert torch.allclose(seen[0], expected, atol=1e-6) and not torch.allclose(seen[0], x)
+    assert m["judge_top1"] == 0.5 and m["judge_top5"] == 1.0
+    assert "judge_top1" not in reconstruction_metrics(b, x)
+    with pytest.raises(ValueError, match="one label per image"):
+        reconstruction_metrics(b, x, judge=Recorder(), labels=labels[:2])
