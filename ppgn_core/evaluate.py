@@ -160,7 +160,9 @@ def reconstruction_metrics(bundle: ModelBundle, images: torch.Tensor, batch: int
     """PSNR of G(E(x)) against x and cosine similarity of E(G(E(x))) to E(x), on real images; with a
     ``judge`` and the photos' ``labels``, also the judge's top-1/top-5 on the reconstructions G(E(x))
     (how much of the class a reconstruction keeps for a network that took no part in training)."""
-    psnrs, coss, recons = [], [], []
+    if judge is not None and (labels is None or len(labels) != len(images)):
+        raise ValueError("judging reconstructions needs one label per image")
+    psnrs, coss, top1, top5 = [], [], [], []
     for i in range(0, len(images), batch):
         x = images[i:i + batch]
         h = bundle.encoder(x)
@@ -169,15 +171,15 @@ def reconstruction_metrics(bundle: ModelBundle, images: torch.Tensor, batch: int
         psnrs.append(10 * torch.log10(1 / mse.clamp_min(1e-10)))
         coss.append(F.cosine_similarity(bundle.encoder(xr).flatten(1), h.flatten(1), dim=1))
         if judge is not None:
-            recons.append(xr.cpu())
+            hits = judge.hits(xr, labels[i:i + batch].cpu())
+            top1.append(hits["top1"])
+            top5.append(hits["top5"])
     p, c = torch.cat(psnrs), torch.cat(coss)
     out = {"n": int(len(images)), "psnr_db": float(p.mean()), "psnr_std": float(p.std()),
            "cosine_h": float(c.mean()), "cosine_std": float(c.std())}
     if judge is not None:
-        if labels is None or len(labels) != len(images):
-            raise ValueError("judging reconstructions needs one label per image")
-        h = judge.hits(torch.cat(recons), labels.cpu())
-        out["judge_top1"], out["judge_top5"] = float(h["top1"].float().mean()), float(h["top5"].float().mean())
+        out["judge_top1"] = float(torch.cat(top1).float().mean())
+        out["judge_top5"] = float(torch.cat(top5).float().mean())
     return out
 
 
@@ -207,8 +209,8 @@ def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], 
     images, p_class, trajs, p_trajs = [], [], [], []
     for k, lo in enumerate(range(0, len(targets), batch)):
         tb = targets[lo:lo + batch]
-        s = build_sampler(preset, bundle, ClassCondition(bundle.classifier, tb, mode=condition_mode), seed=seed * 1000 + k,
-                          **(overrides or {}))
+        condition = ClassCondition(bundle.classifier, tb, mode=condition_mode)
+        s = build_sampler(preset, bundle, condition, seed=seed * 1000 + k, **(overrides or {}))
         snaps = list(s.run(s.init(len(tb), device), steps, snapshot_every))
         images.append(snaps[-1].image)
         p_class.append(snaps[-1].p_class)
@@ -404,10 +406,10 @@ def write_markdown(report: dict, path: Path) -> None:
                   "values within 0.03 of black or white (flat blown-out blobs)."]
     if "reconstruction" in report:
         r = report["reconstruction"]
+        judged = (f"; the judge's top-1 on G(E(x)) = {fmt_pct(r['judge_top1'])} (on the photos themselves: "
+                  f"{fmt_pct(report['real_val']['judge_top1'])})") if "judge_top1" in r else ""
         lines += ["", f"Reconstructions on {r['n']} val photos: PSNR of G(E(x)) = {r['psnr_db']:.2f} dB, "
-                      f"cosine(E(G(E(x))), E(x)) = {r['cosine_h']:.3f}"
-                      + (f"; the judge's top-1 on G(E(x)) = {fmt_pct(r['judge_top1'])} (on the photos themselves: "
-                         f"{fmt_pct(report['real_val']['judge_top1'])})." if "judge_top1" in r else ".")]
+                      f"cosine(E(G(E(x))), E(x)) = {r['cosine_h']:.3f}{judged}."]
     lines += ["", "Classes: " + ", ".join(report["classes"])]
     path.write_text("\n".join(lines) + "\n")
 

@@ -5,10 +5,10 @@ python scripts/ablation.py --variant "start of the fine-tunes=runs/g_prev.safete
     --variant "no L_h1=runs/abl_noh1" --out reports/ablation
 
 The shipped G comes first. Each variant is a training run folder (its checkpoint.pt), a checkpoint
-file or a safetensors file of G's weights; the generator's
-architecture comes from the shipped model card. Measured on imagenette-128/val (never trained on):
-PSNR of G(E(x)), cosine(E(G(E(x))), E(x)) and the judge's (Lite2's) top-1/top-5 on G(E(x)); the image shows 8 val photos (top row) and each
-variant's reconstruction of them.
+file or a safetensors file of G's weights; the generator's architecture comes from the shipped
+model card. Measured on imagenette-128/val (never trained on): PSNR of G(E(x)),
+cosine(E(G(E(x))), E(x)) and the judge's (Lite2's) top-1/top-5 on G(E(x)); the image shows 8 val
+photos (top row) and each variant's reconstruction of them.
 """
 
 import argparse
@@ -27,15 +27,14 @@ from ppgn_core.evaluate import Judge, reconstruction_metrics  # noqa: E402
 from ppgn_core.export import _strip  # noqa: E402
 from ppgn_core.images import grid  # noqa: E402
 from ppgn_core.nets.generators import UpconvGenerator  # noqa: E402
-from ppgn_core.nets.registry import load_bundle, load_safetensors_checked  # noqa: E402
+from ppgn_core.nets.registry import _load_module, load_bundle  # noqa: E402
 
 
 def load_generator(path: Path, config: dict) -> tuple[torch.nn.Module, int | None]:
     """G from a run folder or checkpoint (with its step), or from a safetensors file (step unknown)."""
     g = UpconvGenerator(config["code_channels"], config["code_size"], tuple(config["widths"]), config["out_size"])
     if path.suffix == ".safetensors":
-        g.load_state_dict({k: v.float() for k, v in load_safetensors_checked(path, None).items()})
-        return g.eval(), None
+        return _load_module(g, path.parent, {"file": path.name}), None
     ck_path = path / "checkpoint.pt" if path.is_dir() else path
     ck = torch.load(ck_path, map_location="cpu", weights_only=True)
     g.load_state_dict(_strip(ck["G"]))

@@ -38,8 +38,8 @@ def parse_config(text: str) -> tuple[str, str, dict]:
     preset, _, kv = spec.partition(":")
     ov: dict = {}
     for item in filter(None, kv.split(",")):
-        k, _, v = item.partition("=")
-        ov[k.strip()] = v.strip() if k.strip() == "mode" else float(v)
+        k, v = (part.strip() for part in item.partition("=")[::2])
+        ov[k] = v if k == "mode" else float(v)
     if "lr" in ov and "lr_end" not in ov:
         ov["lr_end"] = ov["lr"]
     return name, preset, ov
@@ -65,11 +65,10 @@ def main() -> None:
     report = json.loads(out.read_text()) if out.exists() else {"results": {}}
     for text in args.config:
         name, preset, ov = parse_config(text)
-        mode = ov.pop("mode", "log_softmax")
+        settings = {k: v for k, v in ov.items() if k != "mode"}
         run = run_preset_on_classes(bundle, preset, classes, args.chains, max(judge_at), args.seed, every,
-                                    overrides=ov, batch=args.batch, condition_mode=mode)
-        if mode != "log_softmax":
-            ov["mode"] = mode
+                                    overrides=settings, batch=args.batch,
+                                    condition_mode=ov.get("mode", "log_softmax"))
         rows = {}
         for t in judge_at:  # snapshots are taken at steps 0, every, 2·every, …
             x, p = run.trajectory[t // every], run.p_trajectory[t // every]
