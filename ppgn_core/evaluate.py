@@ -162,7 +162,7 @@ def reconstruction_metrics(bundle: ModelBundle, images: torch.Tensor, batch: int
     (how much of the class a reconstruction keeps for a network that took no part in training)."""
     if judge is not None and (labels is None or len(labels) != len(images)):
         raise ValueError("judging reconstructions needs one label per image")
-    psnrs, coss, top1, top5 = [], [], [], []
+    psnrs, coss, recons = [], [], []
     for i in range(0, len(images), batch):
         x = images[i:i + batch]
         h = bundle.encoder(x)
@@ -171,15 +171,13 @@ def reconstruction_metrics(bundle: ModelBundle, images: torch.Tensor, batch: int
         psnrs.append(10 * torch.log10(1 / mse.clamp_min(1e-10)))
         coss.append(F.cosine_similarity(bundle.encoder(xr).flatten(1), h.flatten(1), dim=1))
         if judge is not None:
-            hits = judge.hits(xr, labels[i:i + batch].cpu())
-            top1.append(hits["top1"])
-            top5.append(hits["top5"])
+            recons.append(xr.cpu())
     p, c = torch.cat(psnrs), torch.cat(coss)
     out = {"n": int(len(images)), "psnr_db": float(p.mean()), "psnr_std": float(p.std()),
            "cosine_h": float(c.mean()), "cosine_std": float(c.std())}
     if judge is not None:
-        out["judge_top1"] = float(torch.cat(top1).float().mean())
-        out["judge_top5"] = float(torch.cat(top5).float().mean())
+        hits = judge.hits(torch.cat(recons), labels.cpu())  # one pass, batched by the judge itself
+        out["judge_top1"], out["judge_top5"] = float(hits["top1"].float().mean()), float(hits["top5"].float().mean())
     return out
 
 
