@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", type=int, default=500, help="val photos for the card's metrics (0: none)")
     p.add_argument("--note", default=None, help="a note on how the generator was trained, kept in the card")
     p.add_argument("--ablation", default=None, help="JSON of the loss ablation (scripts/ablation.py) for the card")
+    p.add_argument("--extends-shipped-run", action="store_true",
+                   help="the generator run resumed the shipped G's own checkpoint: keep the card's lineage")
     p = sub.add_parser("bench", help="ms per sampling step per preset, and the networks' floor")
     p.add_argument("--quick", action="store_true", help="two presets, 1 chain, few repeats")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
@@ -282,7 +284,7 @@ def _run_export(args) -> int:
     from .export import export, write_metrics
     from .nets.registry import load_bundle
 
-    card = export(args.generator, args.hdae, args.xdae, note=args.note)
+    card = export(args.generator, args.hdae, args.xdae, note=args.note, extends_shipped_run=args.extends_shipped_run)
     if args.val_images:
         images, labels = load_folder(DEFAULT_DATA_ROOT / "val", 128, args.val_images, 0)
         metrics = {"val_images": args.val_images,

@@ -36,8 +36,13 @@ def _last_row(csv_path: Path) -> dict:
 
 
 def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None = None,
-           assets: Path = ASSETS, metrics: dict | None = None, note: str | None = None) -> dict:
-    """Write the shipped weights and model card; returns the card."""
+           assets: Path = ASSETS, metrics: dict | None = None, note: str | None = None,
+           extends_shipped_run: bool = False) -> dict:
+    """Write the shipped weights and model card; returns the card.
+
+    ``extends_shipped_run``: the generator run resumed the checkpoint of the run that made the
+    shipped G (its steps and minutes include that run's), so the card keeps the earlier lineage.
+    """
     assets = Path(assets)
     assets.mkdir(parents=True, exist_ok=True)
     grun = Path(generator_run)
@@ -68,9 +73,10 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
         "generator": {"config": gmeta["generator"],
                       "parameters": sum(v.numel() for v in gck["G"].values()),
                       "losses": "w_img·L_img + w_h1·L_h1 + w_gan·L_GAN (Noiseless Joint PPGN-h, paper S9.4)"
-                                + (" + w_h·L_h" if gcfg["w_h"] else ""),
+                                + (" + w_h·L_h" if gcfg["w_h"] else "")
+                                + (" + w_cls·L_c (KL of E's classifier outputs on x and G(h))" if gcfg.get("w_cls") else ""),
                       "training": {k: gcfg[k] for k in ("batch", "lr", "warmup_steps", "warmup_lr", "w_img",
-                                                        "w_h1", "w_h", "w_gan", "noise", "seed")},
+                                                        "w_h1", "w_h", "w_cls", "w_gan", "noise", "seed") if k in gcfg},
                       "steps": int(gck["step"]), "wall_minutes": round(float(gck["minutes"]), 1),
                       "final_losses": _last_row(grun / "losses.csv")},
         "files": files,
@@ -78,9 +84,21 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
     previous = json.loads((assets / CARD_NAME).read_text()) if (assets / CARD_NAME).exists() else {}
     same_g = previous.get("files", {}).get("generator", {}).get("sha256") == files["generator"]["sha256"]
     if same_g:  # re-export of the same weights (e.g. to add metrics): keep the recorded lineage
-        for k in ("continued_from", "steps_total", "wall_minutes_total"):
+        for k in ("continued_from", "extended_from_steps", "steps_total", "wall_minutes_total"):
             if k in previous["generator"]:
                 card["generator"][k] = previous["generator"][k]
+    elif extends_shipped_run and "generator" in previous:
+        before = previous["generator"]
+        if int(gck["step"]) < int(before["steps"]):
+            raise ValueError(f"this run has {int(gck['step'])} steps, fewer than the shipped run's {before['steps']}: "
+                             "it cannot extend it")
+        if "continued_from" in before:
+            card["generator"]["continued_from"] = before["continued_from"]
+        card["generator"]["extended_from_steps"] = int(before["steps"])
+        earlier_steps = int(before.get("steps_total", before["steps"])) - int(before["steps"])
+        earlier_minutes = float(before.get("wall_minutes_total", before["wall_minutes"])) - float(before["wall_minutes"])
+        card["generator"]["steps_total"] = int(gck["step"]) + earlier_steps
+        card["generator"]["wall_minutes_total"] = round(float(gck["minutes"]) + earlier_minutes, 1)
     elif gcfg.get("init_generator") and "generator" in previous:
         # G continued from the shipped weights: record the lineage and count the earlier training too.
         before = previous["generator"]
@@ -136,7 +154,9 @@ def write_card_markdown(card: dict, path: Path) -> None:
         f"clamp range [{card['code']['range'][0]:.3f}, {card['code']['range'][1]:.3f}].", "",
         f"**Generator G.** {g['config']['arch']} with widths {g['config']['widths']}, "
         f"{g['parameters'] / 1e6:.2f} M parameters, {g['config']['out_size']}×{g['config']['out_size']} output. "
-        f"Losses: {g['losses']}. {g['steps']} steps in {g['wall_minutes']} minutes.", "",
+        f"Losses: {g['losses']}. {g['steps']} steps in {g['wall_minutes']} minutes."
+        + (f" Steps 1–{g['extended_from_steps']} of this run made the G shipped before it (resumed from its"
+           " checkpoint)." if g.get("extended_from_steps") else ""), "",
         f"Final losses: `{json.dumps(g['final_losses'])}`", "",
     ]
     if g.get("note"):

@@ -60,6 +60,9 @@ class TrainConfig:
     w_h1: float = 1.0
     w_h: float = 0.0  # Joint PPGN-h adds L_h (S9.5)
     w_gan: float = 0.02
+    # L_c: KL from E's own classifier output on the real image to that on G(h) (the analogue of
+    # matching fc8 above the paper's fc6/pool5 losses; not in the paper). 0 = off.
+    w_cls: float = 0.0
     noise: bool = False  # Joint PPGN-h: Gaussian noise on x, h1, h (S9.5)
     noise_x: float = 0.01  # ~1% of the mean pixel value
     noise_rel: float = 0.1  # ~10% of the mean |activation| of h1 and h
@@ -153,8 +156,20 @@ class CsvLog:
 
 # ----------------------------------------------------------------------------- generator
 
-GEN_FIELDS = ["step", "minutes", "phase", "loss_img", "loss_h1", "loss_h", "loss_gan_g", "loss_d",
+GEN_FIELDS = ["step", "minutes", "phase", "loss_img", "loss_h1", "loss_h", "loss_cls", "loss_gan_g", "loss_d",
               "d_paused", "g_gan_paused", "psnr"]
+
+
+def class_output_loss(encoder: LiteEncoder, h_fake: torch.Tensor, h_real: torch.Tensor) -> torch.Tensor:
+    """L_c = KL(p(y|x) ‖ p(y|G(h))): E's own 1000-way classifier output, read from the code h.
+
+    It asks G to keep what the classifier sees in x (all 1000 classes, not only the training
+    ten), so that E(G(h)), the joint prior's pull (Eq. 11), keeps the class of h.
+    """
+    with torch.no_grad():
+        target = F.log_softmax(encoder.h_to_logits(h_real), dim=1)
+    return F.kl_div(F.log_softmax(encoder.h_to_logits(h_fake), dim=1), target, log_target=True,
+                    reduction="batchmean")
 
 
 def _build_generator(cfg: TrainConfig, code_shape: tuple[int, int, int]) -> UpconvGenerator:
@@ -249,13 +264,19 @@ def train_generator(cfg: TrainConfig) -> dict:
             loss_h1 = F.mse_loss(h1_fake, h1_real) / h1_var
             loss_g = loss_g + cfg.w_h1 * loss_h1
             row["loss_h1"] = loss_h1.item()
-            if cfg.w_h > 0:
+            if cfg.w_h > 0 or cfg.w_cls > 0:
                 h1_seen = h1_fake
                 if cfg.noise:
                     h1_seen = h1_fake + torch.randn(h1_fake.shape, generator=gen).to(device) * cfg.noise_rel * h1_mean_abs
-                loss_h = F.mse_loss(encoder.h1_to_h(h1_seen), h) / h_var
-                loss_g = loss_g + cfg.w_h * loss_h
+                h_fake = encoder.h1_to_h(h1_seen)
+                loss_h = F.mse_loss(h_fake, h) / h_var
                 row["loss_h"] = loss_h.item()
+                if cfg.w_h > 0:
+                    loss_g = loss_g + cfg.w_h * loss_h
+                if cfg.w_cls > 0:
+                    loss_cls = class_output_loss(encoder, h_fake, h)
+                    loss_g = loss_g + cfg.w_cls * loss_cls
+                    row["loss_cls"] = loss_cls.item()
             r = state["r"]
             g_gan_paused = r > 10.0
             d_paused = r < 0.1

@@ -136,3 +136,51 @@ def test_init_generator_starts_from_given_weights(tiny_folder, tmp_path):
     run(replace(cont, steps=2))  # trains on from there; resume uses the checkpoint, not the init again
     g_c = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert g_c["step"] == 2 and any(not torch.equal(g_a[k], g_c["G"][k]) for k in g_a)
+
+
+def test_class_output_loss_is_lowered_by_training(tiny_folder, tmp_path):
+    """L_c alone (KL between E's classifier outputs on x and on G(h)) falls when G trains on it."""
+    from ppgn_core.nets.classifiers import LiteEncoder, load_efficientnet_lite
+    from ppgn_core.nets.generators import UpconvGenerator
+    from ppgn_core.train import class_output_loss
+
+    out = tmp_path / "c"
+    cfg = _cfg(tiny_folder, out, steps=1, warmup_steps=0, w_img=0.0, w_h1=0.0, w_gan=0.0, w_cls=1.0)
+    E = LiteEncoder(load_efficientnet_lite(0), cfg.h_block, cfg.h1_block, cfg.size)
+
+    def kl() -> float:
+        cache = torch.load(next((out / "cache").glob("codes_*.pt")), weights_only=True)
+        g = json.loads((out / "config.json").read_text())["generator"]
+        G = UpconvGenerator(g["code_channels"], g["code_size"], tuple(g["widths"]), g["out_size"])
+        G.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["G"])
+        with torch.no_grad():
+            return class_output_loss(E, E(G(cache["h"].float())), cache["h"].float()).item()
+
+    first = run(cfg)
+    before = kl()
+    last = run(replace(cfg, steps=20))
+    after = kl()
+    assert "loss_cls" in first and "loss_cls" in last
+    assert after < before, (before, after)
+
+
+def test_export_keeps_lineage_when_a_run_extends_the_shipped_one(tiny_folder, tmp_path):
+    """export(extends_shipped_run=True) counts the earlier runs once; a shorter run is refused."""
+    from ppgn_core.export import export
+
+    cache = str(tmp_path / "cache")
+    first = _cfg(tiny_folder, tmp_path / "a", cache=cache, steps=3)
+    run(first)
+    assets = tmp_path / "assets"
+    export(str(tmp_path / "a"), assets=assets)
+    cont = _cfg(tiny_folder, tmp_path / "b", cache=cache, steps=1, init_generator=str(assets / "generator.safetensors"))
+    run(cont)
+    card = export(str(tmp_path / "b"), assets=assets)  # b continued from the shipped weights
+    assert card["generator"]["continued_from"]["steps"] == 3 and card["generator"]["steps_total"] == 4
+    run(replace(cont, steps=5))  # resume run b's own checkpoint: 5 steps in all
+    card = export(str(tmp_path / "b"), assets=assets, extends_shipped_run=True)
+    g = card["generator"]
+    assert g["steps"] == 5 and g["extended_from_steps"] == 1 and g["steps_total"] == 8
+    assert g["continued_from"]["steps"] == 3
+    with pytest.raises(ValueError, match="cannot extend"):
+        export(str(tmp_path / "a"), assets=assets, extends_shipped_run=True)

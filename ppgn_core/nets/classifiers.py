@@ -215,6 +215,10 @@ class LiteEncoder(nn.Module):
             y = block(y)
         return y
 
+    def h_to_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The classifier's logits from the code h (the rest of the network above ``h_block``)."""
+        return self.net.forward_from(h, self.h_block + 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The code h = E(x)."""
         return self.h1_to_h(self.encode_h1(x))
