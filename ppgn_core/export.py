@@ -35,6 +35,17 @@ def _last_row(csv_path: Path) -> dict:
     return rows[-1] if rows else {}
 
 
+def _add_totals(g: dict, steps: int, minutes: float, before: dict, include_shipped_run: bool) -> None:
+    """steps_total / wall_minutes_total of G ``g`` (its run: ``steps``, ``minutes``) plus the training
+    behind the shipped G ``before``: all of it, or, when ``g``'s run resumed the shipped G's own run
+    (``include_shipped_run=False``), only what came before that run."""
+    earlier_steps = int(before.get("steps_total", before["steps"])) - (0 if include_shipped_run else int(before["steps"]))
+    earlier_minutes = float(before.get("wall_minutes_total", before["wall_minutes"])) - (
+        0.0 if include_shipped_run else float(before["wall_minutes"]))
+    g["steps_total"] = steps + earlier_steps
+    g["wall_minutes_total"] = round(minutes + earlier_minutes, 1)
+
+
 def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None = None,
            assets: Path = ASSETS, metrics: dict | None = None, note: str | None = None,
            extends_shipped_run: bool = False) -> dict:
@@ -95,18 +106,13 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
         if "continued_from" in before:
             card["generator"]["continued_from"] = before["continued_from"]
         card["generator"]["extended_from_steps"] = int(before["steps"])
-        earlier_steps = int(before.get("steps_total", before["steps"])) - int(before["steps"])
-        earlier_minutes = float(before.get("wall_minutes_total", before["wall_minutes"])) - float(before["wall_minutes"])
-        card["generator"]["steps_total"] = int(gck["step"]) + earlier_steps
-        card["generator"]["wall_minutes_total"] = round(float(gck["minutes"]) + earlier_minutes, 1)
+        _add_totals(card["generator"], int(gck["step"]), float(gck["minutes"]), before, include_shipped_run=False)
     elif gcfg.get("init_generator") and "generator" in previous:
         # G continued from the shipped weights: record the lineage and count the earlier training too.
         before = previous["generator"]
         card["generator"]["continued_from"] = {k: before[k] for k in ("steps", "wall_minutes", "training", "losses", "note")
                                                if k in before}
-        card["generator"]["steps_total"] = int(gck["step"]) + int(before.get("steps_total", before["steps"]))
-        card["generator"]["wall_minutes_total"] = round(float(gck["minutes"]) + float(
-            before.get("wall_minutes_total", before["wall_minutes"])), 1)
+        _add_totals(card["generator"], int(gck["step"]), float(gck["minutes"]), before, include_shipped_run=True)
     for kind, run_dir, arch_key in (("code_dae", hdae_run, "code_dae"), ("image_dae", xdae_run, "image_dae")):
         if not run_dir:
             if kind in previous.get("files", {}) and (assets / previous["files"][kind]["file"]).exists():

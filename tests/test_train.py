@@ -43,7 +43,7 @@ def _cfg(tiny_folder, out, **kw):
 
 
 def _fixed_losses(out: Path, cfg: TrainConfig) -> dict:
-    """L_img and L_h1 of the checkpointed G on all cached images."""
+    """L_img, L_h1 and L_c of the checkpointed G on all cached images."""
     from ppgn_core.nets.classifiers import LiteEncoder, load_efficientnet_lite
     from ppgn_core.nets.generators import UpconvGenerator
 
@@ -53,11 +53,15 @@ def _fixed_losses(out: Path, cfg: TrainConfig) -> dict:
     G = UpconvGenerator(g["code_channels"], g["code_size"], tuple(g["widths"]), g["out_size"])
     G.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["G"])
     E = LiteEncoder(load_efficientnet_lite(0), cfg.h_block, cfg.h1_block, cfg.size)
+    from ppgn_core.train import class_output_loss
+
     with torch.no_grad():
         x = cache["images"].float() / 255
-        xg = G(cache["h"].float())
+        h = cache["h"].float()
+        xg = G(h)
         return {"img": F.mse_loss(xg, x).item(),
-                "h1": F.mse_loss(E.encode_h1(xg), cache["h1"].float()).item()}
+                "h1": F.mse_loss(E.encode_h1(xg), cache["h1"].float()).item(),
+                "cls": class_output_loss(E, E(xg), h).item()}
 
 
 def test_generator_training_lowers_losses(tiny_folder, tmp_path):
@@ -140,26 +144,13 @@ def test_init_generator_starts_from_given_weights(tiny_folder, tmp_path):
 
 def test_class_output_loss_is_lowered_by_training(tiny_folder, tmp_path):
     """L_c alone (KL between E's classifier outputs on x and on G(h)) falls when G trains on it."""
-    from ppgn_core.nets.classifiers import LiteEncoder, load_efficientnet_lite
-    from ppgn_core.nets.generators import UpconvGenerator
-    from ppgn_core.train import class_output_loss
-
     out = tmp_path / "c"
     cfg = _cfg(tiny_folder, out, steps=1, warmup_steps=0, w_img=0.0, w_h1=0.0, w_gan=0.0, w_cls=1.0)
-    E = LiteEncoder(load_efficientnet_lite(0), cfg.h_block, cfg.h1_block, cfg.size)
-
-    def kl() -> float:
-        cache = torch.load(next((out / "cache").glob("codes_*.pt")), weights_only=True)
-        g = json.loads((out / "config.json").read_text())["generator"]
-        G = UpconvGenerator(g["code_channels"], g["code_size"], tuple(g["widths"]), g["out_size"])
-        G.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["G"])
-        with torch.no_grad():
-            return class_output_loss(E, E(G(cache["h"].float())), cache["h"].float()).item()
-
     first = run(cfg)
-    before = kl()
-    last = run(replace(cfg, steps=20))
-    after = kl()
+    before = _fixed_losses(out, cfg)["cls"]
+    cfg = replace(cfg, steps=20)
+    last = run(cfg)
+    after = _fixed_losses(out, cfg)["cls"]
     assert "loss_cls" in first and "loss_cls" in last
     assert after < before, (before, after)
 
