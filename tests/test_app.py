@@ -64,12 +64,19 @@ def test_stop_ends_run_early(app_url):
 
 def test_slider_change_mid_run_shows_in_eps_schedule(app_url):
     c = client(app_url)
-    job = c.submit(*_sample_args(steps=40, chains=1), api_name="/sample")
+    # long run, stopped once the change has had time to act: 40 tiny steps could all finish
+    # before the slider's request is served (this race failed CI once)
+    job = c.submit(*_sample_args(steps=2000, chains=1), api_name="/sample")
     for _ in job:
         msg = c.predict(-5, 0.25, -17, 0.1, api_name="/set_eps")
         assert "0.25" in msg
         break
-    while not job.done():
+    seen = len(job.outputs())
+    t0 = time.time()
+    while not job.done() and len(job.outputs()) < seen + 3 and time.time() - t0 < 60:
+        time.sleep(0.05)
+    c.predict(api_name="/stop")
+    while not job.done() and time.time() - t0 < 120:
         time.sleep(0.2)
     rec = json.load(open([f for f in job.outputs()[-1][4] if f.endswith(".json")][0]))
     eps2 = [row["eps2"] for row in rec["eps_schedule"]]
