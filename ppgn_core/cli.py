@@ -55,6 +55,8 @@ def _add_common(p) -> None:
     p.add_argument("--eps", type=float, nargs=3, metavar=("E1", "E2", "E3"), default=None)
     p.add_argument("--lr", type=float, default=None, help="release step form: step size (× code spread)")
     p.add_argument("--lr-end", type=float, default=None)
+    p.add_argument("--eps1-end", type=float, default=None,
+                   help="ε1 goes linearly from ε1 to this by the last step (default: constant ε1)")
     p.add_argument("--step-form", choices=["eq5", "release"], default=None)
     p.add_argument("--snapshot-every", type=int, default=10)
     p.add_argument("--out", default="out")
@@ -105,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=None, help="override the presets' step size")
     p.add_argument("--eps1", type=float, default=None, help="override ε1 of the learned h-space priors (joint, joint-noisy, R_h)")
+    p.add_argument("--eps1-end", type=float, default=None,
+                   help="the learned h priors' ε1 goes linearly to this by the last step (default: constant)")
     p.add_argument("--inpaint", type=int, default=0, help="also evaluate inpainting on this many val photos")
     p.add_argument("--out", default="reports")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
@@ -181,7 +185,7 @@ def _run_sample(args) -> int:
     req = SampleRequest(classes=args.classes or [], weights=args.weights, neuron=args.neuron, preset=args.preset,
                         steps=args.steps, chains=args.chains, seed=args.seed,
                         eps=tuple(args.eps) if args.eps else None, lr=args.lr, lr_end=args.lr_end,
-                        step_form=args.step_form, snapshot_every=args.snapshot_every).validate()
+                        eps1_end=args.eps1_end, step_form=args.step_form, snapshot_every=args.snapshot_every).validate()
     bundle, device = _load(args)
     start = load_image(args.start_image, bundle.image_size).to(device) if args.start_image else None
     with torch.inference_mode(False):
@@ -259,6 +263,8 @@ def _run_evaluate(args) -> int:
             o.update(lr=args.lr, lr_end=args.lr)
         if args.eps1 is not None and get_preset(p).prior in LEARNED_H_PRIORS:
             o["eps1"] = args.eps1
+        if args.eps1_end is not None and get_preset(p).prior in LEARNED_H_PRIORS:
+            o["eps1_end"] = args.eps1_end
         overrides[p] = o
     report = evaluate(bundle, Path(args.out), presets, classes, chains, steps, args.seed, device, limit, limit,
                       overrides, mixing_chains=args.mixing_chains, batch=args.batch)
@@ -331,7 +337,7 @@ def _run_presets(args) -> int:
     from .presets import PRESETS
 
     for p in PRESETS.values():
-        print(f"{p.name:<24} space={p.space:<8} prior={p.prior:<14} paper ε={p.paper_eps} ({p.units})  {p.title}")
+        print(f"{p.name:<24} space={p.space:<8} prior={p.prior:<14} ε={p.paper_eps} ({p.units})  {p.title}")
     return 0
 
 

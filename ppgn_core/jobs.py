@@ -18,7 +18,7 @@ from .sampler import Sampler, Snapshot
 MAX_STEPS = int(os.environ.get("PPGN_MAX_STEPS", "2000"))
 MAX_CHAINS = int(os.environ.get("PPGN_MAX_CHAINS", "16"))
 EPS_LIMITS = {"eps1": (0.0, 10.0), "eps2": (0.0, 1e3), "eps3": (0.0, 100.0), "eps4": (0.0, 1e3),
-              "lr": (0.0, 10.0), "lr_end": (0.0, 10.0)}
+              "eps1_end": (0.0, 10.0), "lr": (0.0, 10.0), "lr_end": (0.0, 10.0)}
 
 
 @dataclass
@@ -34,6 +34,7 @@ class SampleRequest:
     seed: int = 0
     eps: tuple[float, float, float] | None = None
     eps4: float | None = None
+    eps1_end: float | None = None
     lr: float | None = None
     lr_end: float | None = None
     step_form: str | None = None
@@ -57,7 +58,7 @@ class SampleRequest:
                 raise ValueError("eps needs three numbers: ε1 ε2 ε3")
             for name, v in zip(("eps1", "eps2", "eps3"), self.eps):
                 check_range(name, v)
-        for name in ("eps4", "lr", "lr_end"):
+        for name in ("eps4", "eps1_end", "lr", "lr_end"):
             if getattr(self, name) is not None:
                 check_range(name, getattr(self, name))
         if not self.classes and not self.neuron:
@@ -70,7 +71,7 @@ class SampleRequest:
         o: dict = {}
         if self.eps is not None:
             o.update(eps1=float(self.eps[0]), eps2=float(self.eps[1]), eps3=float(self.eps[2]))
-        for name in ("eps4", "lr", "lr_end", "step_form"):
+        for name in ("eps4", "eps1_end", "lr", "lr_end", "step_form"):
             if getattr(self, name) is not None:
                 o[name] = getattr(self, name)
         return o
@@ -137,7 +138,7 @@ def result_record(req: SampleRequest, sampler: Sampler, snaps: list[Snapshot], s
     return {
         "preset": preset.name, "preset_title": preset.title, "paper_eps": list(preset.paper_eps),
         "eps": [s.eps1, s.eps2, s.eps3], "eps4": s.eps4, "step_form": s.step_form, "lr": s.lr, "lr_end": s.lr_end,
-        "seed": req.seed, "steps": req.steps, "steps_run": last.step, "stopped_early": last.step < req.steps,
+        "eps1_end": s.eps1_end, "seed": req.seed, "steps": req.steps, "steps_run": last.step, "stopped_early": last.step < req.steps,
         "classes": req.classes, "neuron": req.neuron, "weights": req.weights, "chains": chain_records(
             first, last, bool(req.neuron) and not req.classes),
         "recoveries": sampler.recoveries, "seconds": round(seconds, 3), "device": device,

@@ -39,6 +39,7 @@ class StepSettings:
     step_form: str = "release"
     lr: float = 0.1
     lr_end: float = 0.1
+    eps1_end: float | None = None  # None: constant ε1; else ε1 goes linearly to this by the last step
     jitter: int = 0  # random shift (pixels) of the image the condition sees (Sec. S7)
     reset_every: int = 0  # MFV schedule: restart chains from new random codes every N steps
 
@@ -47,6 +48,9 @@ class StepSettings:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if self.eps1_end is not None and (not isinstance(self.eps1_end, (int, float))
+                                          or not math.isfinite(self.eps1_end) or self.eps1_end < 0):
+            raise ValueError(f"eps1_end must be None or a finite number ≥ 0, got {self.eps1_end!r}")
         for name in ("eps1", "eps3", "eps4", "lr", "lr_end"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
@@ -161,14 +165,15 @@ class Sampler:
         """The deterministic part of the update (without noise). ``x`` is the image of z already
         computed for the condition term; the prior reuses it instead of running G again."""
         d = grad_term
-        if s.eps1 != 0:
+        frac = t / max(1, steps - 1)
+        eps1 = s.eps1 if s.eps1_end is None else s.eps1 + (s.eps1_end - s.eps1) * frac
+        if eps1 != 0:
             to_image = self.image
             if x is not None and self.reuse_image and not self.prior.needs_grad:
                 to_image = lambda zz: x if zz is z else self.image(zz)  # noqa: E731
-            d = d + s.eps1 * self.prior.direction(z, to_image, self.gen)
+            d = d + eps1 * self.prior.direction(z, to_image, self.gen)
         if s.step_form == "eq5":
             return d
-        frac = t / max(1, steps - 1)
         lr_t = s.lr + (s.lr_end - s.lr) * frac
         norm = d.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, *([1] * (d.dim() - 1)))
         return lr_t * self.space.step_scale * d / norm

@@ -1,6 +1,7 @@
 """Same seeds, same classes: DGN-AM (Gaussian prior) vs the learned joint prior, judged by Lite2.
 
 python scripts/before_after.py --eps1 1e-5 1e-3 3e-3 --steps 40 --out docs/before_after.png
+(--annealed adds a row with the annealed-joint-ppgn-h preset at its own settings)
 Prints the judge's hits per setting and writes one picture: a row per setting, 2 chains × 4 classes."""
 
 import argparse
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--out", default="docs/before_after.png")
     ap.add_argument("--classes", nargs="+", default=CLASSES)
+    ap.add_argument("--annealed", action="store_true", help="add a row with the annealed-joint-ppgn-h preset")
     args = ap.parse_args()
     bundle = load_bundle()
     judge = Judge()
@@ -37,6 +39,8 @@ def main() -> None:
     settings = [("DGN-AM (Gaussian prior)", "dgn-am", dict(lr))]
     settings += [(f"Noiseless Joint PPGN-h, eps1={e:g}", "noiseless-joint-ppgn-h", {"eps1": e, **lr})
                  for e in args.eps1]
+    if args.annealed:
+        settings.append(("Joint, eps1 annealed 3e-4 -> 0 (annealed-joint-ppgn-h)", "annealed-joint-ppgn-h", dict(lr)))
     rows, labels, stats = [], [], {}
     for label, preset, ov in settings:
         run = run_preset_on_classes(bundle, preset, classes, args.chains, args.steps, 0, args.steps, "cpu", ov)

@@ -1,11 +1,13 @@
 """A real browser (Debian's Chromium, driven by Playwright) against a launched app.
 
-Saves screenshots to docs/screenshots/. Skipped when Chromium or Playwright is missing
-(scripts/setup.sh installs both)."""
+With PPGN_TEST_BUNDLE=default (the shipped models) it refreshes the screenshots in
+docs/screenshots/; with the tiny test models (the default) they go to a temporary folder.
+Skipped when Chromium or Playwright is missing (scripts/setup.sh installs both)."""
 
 import io
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,9 +18,10 @@ from PIL import Image
 from ppgn_core.bench import launch_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed")
 BUNDLE = os.environ.get("PPGN_TEST_BUNDLE", "tiny")
+SHOTS = (Path(__file__).resolve().parent.parent / "docs" / "screenshots" if BUNDLE != "tiny"
+         else Path(tempfile.gettempdir()) / "ppgn_screenshots")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,13 @@ def test_sample_tab_in_browser(page):
     page.locator("#sample-run").click()
     page.wait_for_selector("#sample-gallery img", timeout=60_000)
     page.wait_for_function("document.querySelector('#sample-status').innerText.includes('step')", timeout=60_000)
-    page.screenshot(path=str(SHOTS / "sample.png"))
+    # the screenshot shows the finished run: the status reaches the last step and every image has loaded
+    page.wait_for_function("/step (\\d+) \\/ \\1\\b/.test(document.querySelector('#sample-status').innerText)",
+                           timeout=300_000)
+    page.wait_for_function("[...document.querySelectorAll('#sample-gallery img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)", timeout=60_000)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(SHOTS / "sample.png"), full_page=True)
     assert page.locator("#sample-gallery img").count() >= 1
 
 

@@ -42,6 +42,15 @@ def test_sample_neuron_reports_activation(tmp_path):
     assert all(c["activation"] > c["activation_start"] for c in rec["chains"])
 
 
+def test_sample_records_the_annealed_eps1_schedule(tmp_path):
+    res = cli("sample", "--class", "volcano", "--bundle", "tiny", "--steps", "5", "--chains", "1",
+              "--preset", "annealed-joint-ppgn-h", "--eps1-end", "1e-4", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rec = json.loads((tmp_path / "result.json").read_text())
+    assert rec["eps"][0] == 3e-4 and rec["eps1_end"] == 1e-4 and rec["lr"] == 0.05
+    assert all(row["eps1_end"] == 1e-4 for row in rec["eps_schedule"])
+
+
 def test_inpaint_cli_keeps_observed_pixels(tmp_path):
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "x.png")
@@ -64,6 +73,7 @@ def test_inpaint_cli_keeps_observed_pixels(tmp_path):
     (["sample", "--class", "volcano", "--eps", "nan", "1", "0", "--bundle", "tiny"], "eps1 must be finite"),
     (["sample", "--class", "volcano", "--preset", "nope", "--bundle", "tiny"], "unknown preset"),
     (["sample", "--neuron", "blocks.1:999", "--bundle", "tiny"], "out of range"),
+    (["sample", "--class", "volcano", "--eps1-end", "-1", "--bundle", "tiny"], "eps1_end must be in"),
 ])
 def test_bad_cli_input_gives_clear_error(tmp_path, args, message):
     res = cli(*args, "--out", str(tmp_path))

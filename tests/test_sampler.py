@@ -76,6 +76,21 @@ def test_release_step_is_normalised_and_lr_decays_linearly(tiny):
         assert torch.allclose(m, torch.full_like(m, e * space.step_scale), rtol=1e-4)
 
 
+def test_eps1_schedule_goes_linearly_to_eps1_end(tiny):
+    # eq5 with only the prior acting: each step is ε1_t·(R(z) − z), ε1_t linear from ε1 to ε1_end
+    space = _code_space(tiny, clamp=False)
+    prior = DAEPrior(tiny.code_dae)
+    ctl = Control(StepSettings(eps1=0.3, eps1_end=0.0, eps2=0.0, eps3=0.0, step_form="eq5"))
+    s = Sampler(space, prior, ClassCondition(tiny.classifier, 1), ctl, seed=0)
+    snaps = list(s.run(s.init(2), steps=4))
+    for t, (a, b) in enumerate(zip(snaps[:-1], snaps[1:])):
+        expected = (0.3 - 0.3 * t / 3) * prior.direction(a.z, space.to_image, None)
+        assert torch.allclose(b.z - a.z, expected, atol=1e-6)
+    assert torch.equal(snaps[-1].z, snaps[-2].z)  # ε1 reached 0 at the last step
+    with pytest.raises(ValueError, match="eps1_end"):
+        StepSettings(eps1_end=-1.0).validate()
+
+
 def test_inpainting_keeps_observed_pixels_bit_exact(tiny):
     torch.manual_seed(0)
     x_real = torch.rand(1, 3, 32, 32)
@@ -180,6 +195,13 @@ def test_every_preset_runs_and_stays_finite(tiny, name):
     assert snaps[-1].image.shape == (2, 3, 32, 32)
     assert torch.isfinite(snaps[-1].image).all()
     assert 0 <= snaps[-1].image.min() and snaps[-1].image.max() <= 1
+
+
+def test_annealed_preset_equals_the_evaluated_overrides():
+    # README's paper20 row for annealed-joint-ppgn-h was run as noiseless-joint-ppgn-h with these overrides
+    a, n = PRESETS["annealed-joint-ppgn-h"], PRESETS["noiseless-joint-ppgn-h"]
+    assert a.space == n.space and a.prior == n.prior
+    assert a.settings() == n.settings(lr=0.05, lr_end=0.05, eps1=3e-4, eps1_end=0.0)
 
 
 def test_ppgn_x_preset_converts_pixel_units():
