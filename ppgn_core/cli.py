@@ -214,7 +214,8 @@ def _run_inpaint(args) -> int:
     InpaintContext(x, mask, args.eps4)  # validates
     result = run_inpaint(bundle, x, mask, classes=args.classes, preset=args.preset, steps=args.steps,
                          seed=args.seed, eps4=args.eps4, chains=args.chains,
-                         eps=tuple(args.eps) if args.eps else None, lr=args.lr, lr_end=args.lr_end)
+                         eps=tuple(args.eps) if args.eps else None, lr=args.lr, lr_end=args.lr_end,
+                         eps1_end=args.eps1_end)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     masked = x * (1 - mask) + mask * 0.5
@@ -261,10 +262,8 @@ def _run_evaluate(args) -> int:
         o = {}
         if args.lr is not None:
             o.update(lr=args.lr, lr_end=args.lr)
-        if args.eps1 is not None and get_preset(p).prior in LEARNED_H_PRIORS:
-            o["eps1"] = args.eps1
-        if args.eps1_end is not None and get_preset(p).prior in LEARNED_H_PRIORS:
-            o["eps1_end"] = args.eps1_end
+        if get_preset(p).prior in LEARNED_H_PRIORS:
+            o.update({k: v for k, v in (("eps1", args.eps1), ("eps1_end", args.eps1_end)) if v is not None})
         overrides[p] = o
     report = evaluate(bundle, Path(args.out), presets, classes, chains, steps, args.seed, device, limit, limit,
                       overrides, mixing_chains=args.mixing_chains, batch=args.batch)

@@ -44,14 +44,12 @@ class StepSettings:
     reset_every: int = 0  # MFV schedule: restart chains from new random codes every N steps
 
     def validate(self) -> "StepSettings":
-        for name in ("eps1", "eps2", "eps3", "eps4", "lr", "lr_end"):
+        optional = ("eps1_end",) if self.eps1_end is not None else ()  # None: no ε1 schedule
+        for name in ("eps1", "eps2", "eps3", "eps4", "lr", "lr_end", *optional):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
-        if self.eps1_end is not None and (not isinstance(self.eps1_end, (int, float))
-                                          or not math.isfinite(self.eps1_end) or self.eps1_end < 0):
-            raise ValueError(f"eps1_end must be None or a finite number ≥ 0, got {self.eps1_end!r}")
-        for name in ("eps1", "eps3", "eps4", "lr", "lr_end"):
+        for name in ("eps1", "eps3", "eps4", "lr", "lr_end", *optional):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if self.step_form not in STEP_FORMS:
@@ -59,6 +57,11 @@ class StepSettings:
         if self.jitter < 0 or self.reset_every < 0:
             raise ValueError("jitter and reset_every must be ≥ 0")
         return self
+
+
+def _linear(start: float, end: float, frac: float) -> float:
+    """A schedule value: ``start`` at frac 0, ``end`` at frac 1 (the release's step-size decay)."""
+    return start + (end - start) * frac
 
 
 class Control:
@@ -166,7 +169,7 @@ class Sampler:
         computed for the condition term; the prior reuses it instead of running G again."""
         d = grad_term
         frac = t / max(1, steps - 1)
-        eps1 = s.eps1 if s.eps1_end is None else s.eps1 + (s.eps1_end - s.eps1) * frac
+        eps1 = s.eps1 if s.eps1_end is None else _linear(s.eps1, s.eps1_end, frac)
         if eps1 != 0:
             to_image = self.image
             if x is not None and self.reuse_image and not self.prior.needs_grad:
@@ -174,7 +177,7 @@ class Sampler:
             d = d + eps1 * self.prior.direction(z, to_image, self.gen)
         if s.step_form == "eq5":
             return d
-        lr_t = s.lr + (s.lr_end - s.lr) * frac
+        lr_t = _linear(s.lr, s.lr_end, frac)
         norm = d.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, *([1] * (d.dim() - 1)))
         return lr_t * self.space.step_scale * d / norm
 
