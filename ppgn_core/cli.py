@@ -270,15 +270,11 @@ def _run_evaluate(args) -> int:
     if args.inpaint or args.quick:
         import json
 
-        from .evaluate import inpainting_eval
+        from .evaluate import inpainting_eval, write_markdown
         n, st = (1, 2) if args.quick else (args.inpaint, steps)
         report["inpainting"] = inpainting_eval(bundle, n, st, device=device)
         (Path(args.out) / "evaluation.json").write_text(json.dumps(report, indent=2))
-        with open(Path(args.out) / "evaluation.md", "a") as f:
-            f.write("\n## Inpainting (filled 48-px square vs the original, val photos)\n\n| method | PSNR | SSIM |\n|---|---|---|\n")
-            for k in ("ppgn", "ppgn_context", "telea"):
-                r = report["inpainting"][k]
-                f.write(f"| {k} | {r['psnr_db']:.2f} dB | {r['ssim']:.3f} |\n")
+        write_markdown(report, Path(args.out) / "evaluation.md")
     print((Path(args.out) / "evaluation.md").read_text())
     return 0
 

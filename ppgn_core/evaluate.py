@@ -374,6 +374,24 @@ def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[i
     return report
 
 
+#: what must agree for two evaluation runs to share one table
+SAME_PROTOCOL = ("condition", "judge", "classes", "chains_per_class", "steps", "seed", "batch")
+
+
+def merge_reports(base: dict, other: dict, source: str) -> dict:
+    """Add ``other``'s presets that ``base`` lacks, each marked with ``source`` (the run it came from).
+    Refused unless both runs used the same classes, chains, steps, seeds and networks, so every
+    row of the merged table was sampled from the same starting points and judged alike."""
+    diff = [k for k in SAME_PROTOCOL if base.get(k) != other.get(k)]
+    if diff:
+        raise ValueError(f"the runs differ in {', '.join(diff)}; their rows are not comparable")
+    merged = dict(base, presets=dict(base["presets"]))
+    for name, summary in other["presets"].items():
+        if name not in merged["presets"]:
+            merged["presets"][name] = dict(summary, source=source)
+    return merged
+
+
 PAPER_ROWS = {"PPGN (paper, 256 px, Inception judge)": (0.596, 0.23), "real ImageNet (paper)": (0.761, 0.10)}
 
 
@@ -387,7 +405,8 @@ def write_markdown(report: dict, path: Path) -> None:
         m = r.get("mixing", {})
         step_key = next((k for k in m if k.startswith("dist_")), None)
         mix = f"{m[step_key]:.2f} | {m['modes_per_chain']:.2f}" if step_key else "– | –"
-        lines.append(f"| {p} | {fmt_pct(r['judge_top1'])} | {fmt_pct(r['judge_top5'])} | {fmt_pct(r['c_pass_097'])} "
+        mark = " †" if r.get("source") else ""
+        lines.append(f"| {p}{mark} | {fmt_pct(r['judge_top1'])} | {fmt_pct(r['judge_top5'])} | {fmt_pct(r['c_pass_097'])} "
                      f"| {r.get('ms_ssim_within_class', float('nan')):.3f} | {r.get('feature_spread', float('nan')):.2f} "
                      f"| {mix} | {fmt_pct(r.get('saturation'), '–')} | {r['seconds'] / 60:.1f} |")
     rv = report["real_val"]
@@ -402,6 +421,13 @@ def write_markdown(report: dict, path: Path) -> None:
               f"{report.get('snapshot_every', '?')} steps apart in the same unit, and the number of modes a chain "
                   "visits (leader clusters of radius 1 in that unit, start excluded). Saturated px: share of pixel "
                   "values within 0.03 of black or white (flat blown-out blobs)."]
+    sources: dict[str, list[str]] = {}
+    for p, r in report["presets"].items():
+        if r.get("source"):
+            sources.setdefault(r["source"], []).append(p)
+    if sources:
+        lines += ["", "† from another run with the same classes, chains, steps and seeds: " +
+                  "; ".join(f"{', '.join(ps)}: {src}" for src, ps in sources.items()) + "."]
     if "reconstruction" in report:
         r = report["reconstruction"]
         judged = (f"; the judge's top-1 on G(E(x)) = {fmt_pct(r['judge_top1'])} (on the photos themselves: "
@@ -409,6 +435,11 @@ def write_markdown(report: dict, path: Path) -> None:
         lines += ["", f"Reconstructions on {r['n']} val photos: PSNR of G(E(x)) = {r['psnr_db']:.2f} dB, "
                       f"cosine(E(G(E(x))), E(x)) = {r['cosine_h']:.3f}{judged}."]
     lines += ["", "Classes: " + ", ".join(report["classes"])]
+    if "inpainting" in report:
+        lines += ["", "## Inpainting (filled 48-px square vs the original, val photos)", "",
+                  "| method | PSNR | SSIM |", "|---|---|---|"]
+        lines += [f"| {k} | {report['inpainting'][k]['psnr_db']:.2f} dB | {report['inpainting'][k]['ssim']:.3f} |"
+                  for k in ("ppgn", "ppgn_context", "telea")]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -51,13 +51,17 @@ def test_sample_records_the_annealed_eps1_schedule(tmp_path):
     assert all(row["eps1_end"] == 1e-4 for row in rec["eps_schedule"])
 
 
-def test_inpaint_cli_keeps_observed_pixels(tmp_path):
+def _photo_and_mask(tmp_path: Path) -> list[str]:
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "x.png")
     m = np.zeros((32, 32), np.uint8)
     m[10:20, 5:25] = 255
     Image.fromarray(m).save(tmp_path / "m.png")
-    res = cli("inpaint", "--image", str(tmp_path / "x.png"), "--mask", str(tmp_path / "m.png"), "--bundle", "tiny",
+    return ["--image", str(tmp_path / "x.png"), "--mask", str(tmp_path / "m.png")]
+
+
+def test_inpaint_cli_keeps_observed_pixels(tmp_path):
+    res = cli("inpaint", *_photo_and_mask(tmp_path), "--bundle", "tiny",
               "--class", "volcano", "--steps", "5", "--out", str(tmp_path / "o"))
     assert res.returncode == 0, res.stderr[-3000:]
     rec = json.loads((tmp_path / "o" / "result.json").read_text())
@@ -80,6 +84,14 @@ def test_bad_cli_input_gives_clear_error(tmp_path, args, message):
     assert res.returncode == 2
     assert message in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_inpaint_cli_passes_the_eps1_schedule_on(tmp_path):
+    """--eps1-end reaches the sampler: a negative end is refused with the sampler's own message."""
+    res = cli("inpaint", *_photo_and_mask(tmp_path), "--bundle", "tiny", "--class", "volcano", "--steps", "3",
+              "--preset", "annealed-joint-ppgn-h", "--eps1-end", "-1", "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "eps1_end must be ≥ 0" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "o" / "result.json").exists()
 
 
 def test_layers_command():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from ppgn_core.evaluate import (IMAGENETTE_CLASSES, Judge, count_modes, default_classes, feature_spread,
                                 mean_pairwise_ms_ssim, ms_ssim, real_feature_scale, real_image_accuracy,
@@ -114,7 +115,9 @@ def test_evaluate_quick_end_to_end(tmp_path):
     assert 0 < rep["real_val"]["judge_top1"] <= 1
     assert set(rep["inpainting"]) >= {"ppgn", "ppgn_context", "telea"}
     assert all(r["psnr_db"] > 0 for k, r in rep["inpainting"].items() if isinstance(r, dict))
-    assert (tmp_path / "evaluation.md").exists() and (tmp_path / "sheet_dgn-am.png").exists()
+    assert (tmp_path / "sheet_dgn-am.png").exists()
+    md = (tmp_path / "evaluation.md").read_text()
+    assert md.count("## Inpainting") == 1 and "| ppgn_context |" in md and "†" not in md
 
 
 def test_large_sample_sheets_are_halved_and_paletted(tmp_path):
@@ -156,3 +159,41 @@ def test_reconstruction_metrics_judges_the_reconstructions_not_the_photos():
     assert "judge_top1" not in reconstruction_metrics(b, x)
     with pytest.raises(ValueError, match="one label per image"):
         reconstruction_metrics(b, x, judge=Recorder(), labels=labels[:2])
+
+
+def _fake_run(folder: Path, presets: dict[str, float], steps: int = 60) -> Path:
+    """An evaluation.json as `evaluate` writes it, with only the fields the table reads."""
+    folder.mkdir()
+    rows = {p: {"preset": p, "n": 4, "judge_top1": t1, "judge_top5": 1.0, "c_pass_097": 0.5, "seconds": 60.0,
+                "ms_ssim_within_class": 0.1, "feature_spread": 0.9, "mixing": {}, "saturation": 0.01}
+            for p, t1 in presets.items()}
+    rep = {"condition": "c", "judge": "j", "classes": ["a", "b"], "chains_per_class": 2, "steps": steps, "seed": 0,
+           "batch": 8, "presets": rows, "real_val": {"n": 4, "judge_top1": 0.75, "judge_top5": 1.0,
+                                                      "ms_ssim_within_class": 0.05}}
+    (folder / "evaluation.json").write_text(json.dumps(rep))
+    for p in presets:
+        Image.new("RGB", (8, 8)).save(folder / f"sheet_{p}.png")
+    return folder
+
+
+def test_merging_runs_keeps_the_base_rows_and_marks_the_added_ones(tmp_path):
+    base = _fake_run(tmp_path / "new", {"dgn-am": 0.25})
+    old = _fake_run(tmp_path / "old", {"dgn-am": 0.75, "no-prior": 0.5})
+    res = subprocess.run([sys.executable, "scripts/merge_evaluations.py", str(base), f"{old}=earlier run, no G",
+                          "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rep = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert rep["presets"]["dgn-am"]["judge_top1"] == 0.25 and "source" not in rep["presets"]["dgn-am"]
+    assert rep["presets"]["no-prior"]["source"] == "earlier run, no G"
+    md = (tmp_path / "out" / "evaluation.md").read_text()
+    assert "| no-prior † | 50.0%" in md and "| dgn-am | 25.0%" in md and "no-prior: earlier run, no G" in md
+    assert (tmp_path / "out" / "sheet_dgn-am.png").exists() and (tmp_path / "out" / "sheet_no-prior.png").exists()
+
+
+def test_merging_runs_of_another_protocol_is_refused(tmp_path):
+    base = _fake_run(tmp_path / "a", {"dgn-am": 0.25})
+    other = _fake_run(tmp_path / "b", {"no-prior": 0.5}, steps=200)
+    res = subprocess.run([sys.executable, "scripts/merge_evaluations.py", str(base), str(other),
+                          "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "differ in steps" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()
