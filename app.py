@@ -83,7 +83,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 with gr.Column(scale=1, min_width=300):
                     s_class = gr.Dropdown(studio.class_choices(), value="980: volcano", label="Class (type to search)",
                                           filterable=True, allow_custom_value=True, elem_id="sample-class")
-                    s_preset = gr.Dropdown(preset_choices, value=DEFAULT_PRESET, label="Preset (paper variant)")
+                    s_preset = gr.Dropdown(preset_choices, value=DEFAULT_PRESET, label="Preset (paper variant)",
+                                           elem_id="sample-preset")
+                    s_about = gr.Markdown(get_preset(DEFAULT_PRESET).describe(), elem_id="preset-about")
                     p0 = get_preset(DEFAULT_PRESET).settings()
                     s_e1 = gr.Slider(OFF, 1, value=_to_log(p0.eps1), step=0.5, label="log10 ε1 — prior (−18 = off)",
                                      elem_id="eps1")
@@ -106,10 +108,11 @@ def build_app(studio: Studio) -> gr.Blocks:
                     s_files = gr.File(label="Downloads: grid PNG, chain GIF, settings JSON", file_count="multiple")
 
             def on_preset(name):
-                s = get_preset(name).settings()
-                return _to_log(s.eps1), s.eps2, _to_log(s.eps3), s.lr
+                p = get_preset(name)
+                s = p.settings()
+                return _to_log(s.eps1), s.eps2, _to_log(s.eps3), s.lr, p.describe()
 
-            s_preset.change(on_preset, s_preset, [s_e1, s_e2, s_e3, s_lr], queue=False)
+            s_preset.change(on_preset, s_preset, [s_e1, s_e2, s_e3, s_lr, s_about], queue=False)
 
             def live(state, e1, e2, e3, lr):
                 ctl = state.get("control")

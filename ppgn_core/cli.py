@@ -332,7 +332,7 @@ def _run_presets(args) -> int:
     from .presets import PRESETS
 
     for p in PRESETS.values():
-        print(f"{p.name:<24} space={p.space:<8} prior={p.prior:<14} ε={p.paper_eps} ({p.units})  {p.title}")
+        print(f"{p.name:<24} space={p.space:<8} prior={p.prior:<14} {p.describe().replace('**', '')}")
     return 0
 
 

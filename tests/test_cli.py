@@ -98,3 +98,13 @@ def test_layers_command():
     res = cli("layers")
     assert res.returncode == 0
     assert "blocks.10" in res.stdout and "112" in res.stdout
+
+
+def test_presets_command_shows_each_schedule():
+    res = cli("presets")
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = {line.split()[0]: line for line in res.stdout.splitlines()}
+    assert "ε = (0.0003 → 0, 1, 1e-17), step 0.05 × the code's spread" in lines["annealed-joint-ppgn-h"]
+    assert "step 0.2 → 0.05" in lines["mfv"]
+    assert "in 0–255 pixel units, Eq. 5 as written (no step size)" in lines["ppgn-x"]
+    assert "**" not in res.stdout
