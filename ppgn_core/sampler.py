@@ -7,7 +7,9 @@ One step over the sampled variable z (x itself, or a code h with image G(h)):
     release:  d = ε1·d_prior + ε2·∂log p/∂z − ε4·∂ctx/∂z;  z ← z + lr_t·scale·d/mean|d| + N(0, ε3²)
 
 where ``release`` is the original code's normalised step (lr_t linear from lr to lr_end, in
-units of the code's own spread ``scale``). z is then clamped to its range. Settings live in a
+units of the code's own spread ``scale``). With ``prior_conflict="project"`` (not in the paper)
+the ε1 term first loses its component along the condition's gradient where the two point apart.
+z is then clamped to its range. Settings live in a
 :class:`Control` that may change between steps (live sliders) and can stop a chain.
 """
 
@@ -26,6 +28,7 @@ from .priors import Prior
 from .spaces import Space
 
 STEP_FORMS = ("eq5", "release")
+PRIOR_CONFLICT = ("keep", "project")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class StepSettings:
     lr: float = 0.1
     lr_end: float = 0.1
     eps1_end: float | None = None  # None: constant ε1; else ε1 goes linearly to this by the last step
+    prior_conflict: str = "keep"  # "project": drop the part of the prior term that opposes the condition
     jitter: int = 0  # random shift (pixels) of the image the condition sees (Sec. S7)
     reset_every: int = 0  # MFV schedule: restart chains from new random codes every N steps
 
@@ -52,11 +56,23 @@ class StepSettings:
         for name in ("eps1", "eps3", "eps4", "lr", "lr_end", *optional):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.prior_conflict not in PRIOR_CONFLICT:
+            raise ValueError(f"prior_conflict must be one of {PRIOR_CONFLICT}, got {self.prior_conflict!r}")
         if self.step_form not in STEP_FORMS:
             raise ValueError(f"step_form must be one of {STEP_FORMS}, got {self.step_form!r}")
         if self.jitter < 0 or self.reset_every < 0:
             raise ValueError("jitter and reset_every must be ≥ 0")
         return self
+
+
+def drop_conflict(term: torch.Tensor, against: torch.Tensor) -> torch.Tensor:
+    """Per chain, remove from ``term`` its component along ``against`` where the two point apart
+    (negative inner product), so the prior never pulls straight against the condition's gradient.
+    Not in the paper: the projection of multi-task "gradient surgery" (Yu et al. 2020, PCGrad)."""
+    t, a = term.flatten(1), against.flatten(1)
+    dot = (t * a).sum(1, keepdim=True)
+    coef = torch.where(dot < 0, dot / (a * a).sum(1, keepdim=True).clamp_min(1e-30), torch.zeros_like(dot))
+    return (t - coef * a).view_as(term)
 
 
 def _linear(start: float, end: float, frac: float) -> float:
@@ -174,7 +190,10 @@ class Sampler:
             to_image = self.image
             if x is not None and self.reuse_image and not self.prior.needs_grad:
                 to_image = lambda zz: x if zz is z else self.image(zz)  # noqa: E731
-            d = d + eps1 * self.prior.direction(z, to_image, self.gen)
+            prior_term = eps1 * self.prior.direction(z, to_image, self.gen)
+            if s.prior_conflict == "project":
+                prior_term = drop_conflict(prior_term, grad_term)
+            d = d + prior_term
         if s.step_form == "eq5":
             return d
         lr_t = _linear(s.lr, s.lr_end, frac)

@@ -5,7 +5,8 @@ python scripts/tune_heldout.py --steps 100 --judge-at 40 60 100 \
     --config dgn-lr0.05=dgn-am:lr=0.05 --config joint-lr0.02=noiseless-joint-ppgn-h:lr=0.02,eps1=1e-4
 
 Each --config is NAME=PRESET[:key=value,...]; ``lr`` sets a constant step (lr = lr_end) and
-``mode`` the class condition (log_softmax, logit or softmax; default log_softmax). Results
+``mode`` the class condition (log_softmax, logit or softmax; default log_softmax);
+``prior_conflict=project`` drops the prior's part that opposes the condition. Results
 (judge top-1/top-5, C's p(class), fraction of saturated pixels) are merged into --out by name.
 """
 
@@ -39,7 +40,7 @@ def parse_config(text: str) -> tuple[str, str, dict]:
     ov: dict = {}
     for item in filter(None, kv.split(",")):
         k, v = (part.strip() for part in item.partition("=")[::2])
-        ov[k] = v if k == "mode" else float(v)
+        ov[k] = v if k in ("mode", "prior_conflict") else float(v)
     if "lr" in ov and "lr_end" not in ov:
         ov["lr_end"] = ov["lr"]
     return name, preset, ov

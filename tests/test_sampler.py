@@ -218,3 +218,24 @@ def test_settings_reject_bad_values():
         dataclasses.replace(StepSettings(), step_form="adam").validate()
     with pytest.raises(ValueError, match="eps1"):
         Control(StepSettings()).update(eps1=-1.0)
+
+
+def test_prior_conflict_projection_never_pulls_against_the_condition(tiny):
+    # eq5 step minus the condition term is the prior term; "project" drops its part along −∂log p/∂z
+    space = _code_space(tiny, clamp=False)
+    keep = StepSettings(eps1=0.5, eps2=1.0, eps3=0.0, step_form="eq5")
+    proj = dataclasses.replace(keep, prior_conflict="project").validate()
+    s = Sampler(space, DAEPrior(tiny.code_dae), ClassCondition(tiny.classifier, list(range(8))), Control(keep), seed=0)
+    z = s.init(8)
+    _, _, grad = s._evaluate(z, keep, True)
+    p_keep = s.step_direction(z, grad, keep, 0, 10) - grad
+    p_proj = s.step_direction(z, grad, proj, 0, 10) - grad
+    dot_keep = (p_keep * grad).flatten(1).sum(1)
+    dot_proj = (p_proj * grad).flatten(1).sum(1)
+    agree = dot_keep >= 0
+    assert agree.any() and (~agree).any()  # both cases occur in this batch
+    assert torch.allclose(p_proj[agree], p_keep[agree])
+    assert torch.allclose(dot_proj[~agree], torch.zeros(int((~agree).sum())), atol=1e-5 * float(dot_keep.abs().max()))
+    assert torch.all(p_proj[~agree].flatten(1).norm(dim=1) < p_keep[~agree].flatten(1).norm(dim=1))
+    with pytest.raises(ValueError, match="prior_conflict"):
+        dataclasses.replace(keep, prior_conflict="clip").validate()
