@@ -122,7 +122,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                                        lr_end=float(lr))
                     except ValueError as err:
                         _fail(err)
-                    return f"live: next steps use ε = ({s.eps1:.3g}, {s.eps2:.3g}, {s.eps3:.3g}), step {s.lr:.3g}"
+                    e1 = f"{s.eps1:.3g}" if s.eps1_end is None else f"{s.eps1:.3g} → {s.eps1_end:.3g} over the run"
+                    return f"live: next steps use ε = ({e1}, {s.eps2:.3g}, {s.eps3:.3g}), step {s.lr:.3g}"
                 return "settings apply to the next run"
 
             for i, slider in enumerate((s_e1, s_e2, s_e3, s_lr)):

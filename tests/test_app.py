@@ -83,6 +83,19 @@ def test_slider_change_mid_run_shows_in_eps_schedule(app_url):
     assert eps2[0] == 1.0 and eps2[-1] == 0.25
 
 
+def test_live_message_shows_the_annealed_eps1_schedule(app_url):
+    c = client(app_url)
+    job = c.submit(*_sample_args(steps=2000, chains=1, preset="annealed-joint-ppgn-h"), api_name="/sample")
+    for _ in job:
+        msg = c.predict(-4, 1.0, -17, 0.05, api_name="/set_eps")
+        break
+    c.predict(api_name="/stop")
+    assert "ε = (0.0001 → 0 over the run, 1, 1e-17), step 0.05" in msg
+    t0 = time.time()
+    while not job.done() and time.time() - t0 < 120:
+        time.sleep(0.2)
+
+
 def test_two_sessions_have_independent_chains_and_a_third_is_served(app_url):
     a, b, c = client(app_url), client(app_url), client(app_url)
     # A is long so that its stop always arrives before it could end by itself (30 tiny steps can
