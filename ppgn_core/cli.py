@@ -265,16 +265,9 @@ def _run_evaluate(args) -> int:
         if get_preset(p).prior in LEARNED_H_PRIORS:
             o.update({k: v for k, v in (("eps1", args.eps1), ("eps1_end", args.eps1_end)) if v is not None})
         overrides[p] = o
-    report = evaluate(bundle, Path(args.out), presets, classes, chains, steps, args.seed, device, limit, limit,
-                      overrides, mixing_chains=args.mixing_chains, batch=args.batch)
-    if args.inpaint or args.quick:
-        import json
-
-        from .evaluate import inpainting_eval, write_markdown
-        n, st = (1, 2) if args.quick else (args.inpaint, steps)
-        report["inpainting"] = inpainting_eval(bundle, n, st, device=device)
-        (Path(args.out) / "evaluation.json").write_text(json.dumps(report, indent=2))
-        write_markdown(report, Path(args.out) / "evaluation.md")
+    inpaint, inpaint_steps = (1, 2) if args.quick else (args.inpaint, steps)
+    evaluate(bundle, Path(args.out), presets, classes, chains, steps, args.seed, device, limit, limit, overrides,
+             mixing_chains=args.mixing_chains, batch=args.batch, inpaint=inpaint, inpaint_steps=inpaint_steps)
     print((Path(args.out) / "evaluation.md").read_text())
     return 0
 

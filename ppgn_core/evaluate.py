@@ -327,8 +327,9 @@ def mixing(judge: Judge, run: PresetRun, snapshot_every: int, scale: float, max_
 def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[int], chains: int, steps: int,
              seed: int = 0, device: str = "cpu", real_limit: int = 500, recon_limit: int = 500,
              overrides: dict | None = None, snapshot_every: int | None = None, mixing_chains: int = 48,
-             batch: int = 8) -> dict:
-    """The evaluation report: judge accuracy per preset vs real photos, diversity, mixing, reconstructions."""
+             batch: int = 8, inpaint: int = 0, inpaint_steps: int | None = None) -> dict:
+    """The evaluation report: judge accuracy per preset vs real photos, diversity, mixing, reconstructions,
+    and with ``inpaint`` > 0 inpainting on that many val photos (``inpaint_steps``, default ``steps``)."""
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     judge = Judge(device=device)
@@ -369,6 +370,9 @@ def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[i
         report["presets"][p] = summary
         save_sheet(run, out / f"sheet_{p}.png", chains)
         report["minutes"] = round((time.time() - t0) / 60, 1)
+        (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+    if inpaint:
+        report["inpainting"] = inpainting_eval(bundle, inpaint, inpaint_steps or steps, device=device)
         (out / "evaluation.json").write_text(json.dumps(report, indent=2))
     write_markdown(report, out / "evaluation.md")
     return report
