@@ -23,10 +23,10 @@ def _peak_rss_mb() -> float:
 
 
 def time_steps(bundle: ModelBundle, preset: str, chains: int, steps: int, repeats: int, device: str,
-               reuse_image: bool = True) -> dict:
+               reuse_image: bool = True, **overrides) -> dict:
     """Median and spread (min, max) of ms/step over ``repeats`` runs of ``steps`` steps (after a warm-up)."""
     cond = ClassCondition(bundle.classifier, 980)
-    s = build_sampler(preset, bundle, cond, seed=0)
+    s = build_sampler(preset, bundle, cond, seed=0, **overrides)
     s.reuse_image = reuse_image
     z = s.init(chains, device)
     list(s.run(z, 2, snapshot_every=1000))  # warm-up
@@ -111,6 +111,17 @@ def speedups(bundle: ModelBundle, preset: str = "noiseless-joint-ppgn-h", chains
     return out
 
 
+def robust_cost(bundle: ModelBundle, preset: str = "noiseless-joint-ppgn-h", ks: tuple[int, ...] = (0, 1, 2, 4),
+                chains_list: tuple[int, ...] = (1, 8), steps: int = 5, repeats: int = 3, device: str = "cpu") -> dict:
+    """ms/step of ``preset`` with the robust condition over K views (K = 0: off), per chain count:
+    each view is one more forward/backward pass of C (and the resampling of the image)."""
+    out: dict = {"preset": preset}
+    for chains in chains_list:
+        out[str(chains)] = {f"k{k}": time_steps(bundle, preset, chains, steps, repeats, device, robust_k=k)
+                            for k in ks}
+    return out
+
+
 def run_bench(bundle: ModelBundle, device: str = "cpu", presets: list[str] | None = None,
               chains_list: tuple[int, ...] = (1, 8), steps: int = 5, repeats: int = 3,
               out: Path | None = Path("reports/bench.json")) -> dict:
@@ -125,6 +136,8 @@ def run_bench(bundle: ModelBundle, device: str = "cpu", presets: list[str] | Non
             result["ms_per_step"].setdefault(p, {})[str(chains)] = time_steps(bundle, p, chains, steps, repeats,
                                                                              device)
     result["speedups"] = speedups(bundle, chains_list=chains_list, steps=steps, repeats=repeats, device=device)
+    result["robust_condition"] = robust_cost(bundle, chains_list=chains_list, steps=steps, repeats=repeats,
+                                             device=device)
     result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +190,7 @@ def bench_app(bundle: str = "default", repeats: int = 3, out: Path | None = Path
             c = Client(url, verbose=False)
             for _ in range(2):
                 t0 = time.time()
-                job = c.submit("980: volcano", "noiseless-joint-ppgn-h", -5, 1.0, -17, 0.1, 30, 4, 0, None,
+                job = c.submit("980: volcano", "noiseless-joint-ppgn-h", -5, 1.0, -17, 0.1, 30, 4, 0, None, 0,
                                api_name="/sample")
                 for outp in job:
                     if outp[0]:

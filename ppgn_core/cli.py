@@ -26,7 +26,7 @@ def _add_train(sub) -> None:
             p.add_argument(flag, type=int, default=default)
         elif f.name == "max_minutes":
             p.add_argument(flag, type=float, default=default)
-        elif f.name in ("cache", "init_generator"):
+        elif f.name in ("cache", "init_generator", "resume"):
             p.add_argument(flag, type=str, default=default)
         else:
             p.add_argument(flag, type=type(default), default=default)
@@ -48,6 +48,17 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _add_robust(p) -> None:
+    p.add_argument("--robust-k", type=int, default=None,
+                   help="robust condition: average C's gradient over K random views of the image per step "
+                        "(shift, scale 0.9–1.1, rotation; 0 = off; default: the preset's)")
+    p.add_argument("--robust-blur", type=float, default=None, help="σ (px) of an extra blur in each robust view")
+
+
+def _robust_overrides(args) -> dict:
+    return {k: v for k, v in (("robust_k", args.robust_k), ("robust_blur", args.robust_blur)) if v is not None}
+
+
 def _add_common(p) -> None:
     p.add_argument("--preset", default="noiseless-joint-ppgn-h")
     p.add_argument("--steps", type=int, default=100)
@@ -58,6 +69,7 @@ def _add_common(p) -> None:
     p.add_argument("--eps1-end", type=float, default=None,
                    help="ε1 goes linearly from ε1 to this by the last step (default: constant ε1)")
     p.add_argument("--step-form", choices=["eq5", "release"], default=None)
+    _add_robust(p)
     p.add_argument("--snapshot-every", type=int, default=10)
     p.add_argument("--out", default="out")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
@@ -109,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps1", type=float, default=None, help="override ε1 of the learned h-space priors (joint, joint-noisy, R_h)")
     p.add_argument("--eps1-end", type=float, default=None,
                    help="the learned h priors' ε1 goes linearly to this by the last step (default: constant)")
+    _add_robust(p)
     p.add_argument("--inpaint", type=int, default=0, help="also evaluate inpainting on this many val photos")
     p.add_argument("--out", default="reports")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
@@ -119,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator", required=True)
     p.add_argument("--hdae", default=None)
     p.add_argument("--xdae", default=None)
-    p.add_argument("--val-images", type=int, default=500, help="val photos for the card's metrics (0: none)")
+    p.add_argument("--val-images", type=int, default=2000,
+                   help="val photos (1,000-class set, 2 per class) for the card's metrics (0: none)")
     p.add_argument("--note", default=None, help="a note on how the generator was trained, kept in the card")
     p.add_argument("--ablation", default=None, help="JSON of the loss ablation (scripts/ablation.py) for the card")
     p.add_argument("--extends-shipped-run", action="store_true",
@@ -185,7 +199,8 @@ def _run_sample(args) -> int:
     req = SampleRequest(classes=args.classes or [], weights=args.weights, neuron=args.neuron, preset=args.preset,
                         steps=args.steps, chains=args.chains, seed=args.seed,
                         eps=tuple(args.eps) if args.eps else None, lr=args.lr, lr_end=args.lr_end,
-                        eps1_end=args.eps1_end, step_form=args.step_form, snapshot_every=args.snapshot_every).validate()
+                        eps1_end=args.eps1_end, step_form=args.step_form, snapshot_every=args.snapshot_every,
+                        robust_k=args.robust_k, robust_blur=args.robust_blur).validate()
     bundle, device = _load(args)
     start = load_image(args.start_image, bundle.image_size).to(device) if args.start_image else None
     with torch.inference_mode(False):
@@ -215,7 +230,7 @@ def _run_inpaint(args) -> int:
     result = run_inpaint(bundle, x, mask, classes=args.classes, preset=args.preset, steps=args.steps,
                          seed=args.seed, eps4=args.eps4, chains=args.chains,
                          eps=tuple(args.eps) if args.eps else None, lr=args.lr, lr_end=args.lr_end,
-                         eps1_end=args.eps1_end)
+                         eps1_end=args.eps1_end, **_robust_overrides(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     masked = x * (1 - mask) + mask * 0.5
@@ -253,10 +268,10 @@ def _run_evaluate(args) -> int:
         classes = IMAGENETTE_CLASSES + class_ids(EXTRA_CLASSES)
     else:
         classes = default_classes()
-    chains, steps, presets, limit = args.chains, args.steps, args.presets, 500
-    if args.quick:
+    chains, steps, presets, real_classes, recon_limit = args.chains, args.steps, args.presets, None, None
+    if args.quick:  # real photos of the first 12 classes only, 20 reconstructions
         quick = [p for p in presets if p in ("noiseless-joint-ppgn-h", "dgn-am")] or presets[:2]
-        classes, chains, steps, presets, limit = classes[:2], 2, 5, quick, 20
+        classes, chains, steps, presets, real_classes, recon_limit = classes[:2], 2, 5, quick, 12, 20
     overrides = {}
     for p in presets:
         o = {}
@@ -264,26 +279,32 @@ def _run_evaluate(args) -> int:
             o.update(lr=args.lr, lr_end=args.lr)
         if get_preset(p).prior in LEARNED_H_PRIORS:
             o.update({k: v for k, v in (("eps1", args.eps1), ("eps1_end", args.eps1_end)) if v is not None})
+        o.update(_robust_overrides(args))
         overrides[p] = o
     inpaint, inpaint_steps = (1, 2) if args.quick else (args.inpaint, steps)
-    evaluate(bundle, Path(args.out), presets, classes, chains, steps, args.seed, device, limit, limit, overrides,
-             mixing_chains=args.mixing_chains, batch=args.batch, inpaint=inpaint, inpaint_steps=inpaint_steps)
+    evaluate(bundle, Path(args.out), presets, classes, chains, steps, args.seed, device, real_classes=real_classes,
+             recon_limit=recon_limit, overrides=overrides, mixing_chains=args.mixing_chains, batch=args.batch,
+             inpaint=inpaint, inpaint_steps=inpaint_steps)
     print((Path(args.out) / "evaluation.md").read_text())
     return 0
 
 
 def _run_export(args) -> int:
-    from .data import DEFAULT_DATA_ROOT, load_folder, to_float
-    from .evaluate import Judge, reconstruction_metrics
+    from .data import to_float, val_photos
+    from .evaluate import RECON_RANKS, Judge, reconstruction_metrics
     from .export import export, write_metrics
+    from .judge import real_reference
     from .nets.registry import load_bundle
 
     card = export(args.generator, args.hdae, args.xdae, note=args.note, extends_shipped_run=args.extends_shipped_run)
     if args.val_images:
-        images, labels = load_folder(DEFAULT_DATA_ROOT / "val", 128, args.val_images, 0)
-        metrics = {"val_images": args.val_images,
-                   "reconstruction": reconstruction_metrics(load_bundle("default"), to_float(images), judge=Judge(),
-                                                            labels=labels)}
+        images, labels = val_photos(RECON_RANKS)
+        images, labels = images[:args.val_images], labels[:args.val_images]
+        judge = Judge()
+        metrics = {"val_set": f"imagenet-1k-128/val, photos {RECON_RANKS.start + 1}–{RECON_RANKS.stop} of every "
+                              f"class ({len(labels)} photos, {len(labels.unique())} classes)",
+                   "reconstruction": reconstruction_metrics(load_bundle("default"), to_float(images), judge=judge,
+                                                            labels=labels, reference=real_reference(judge))}
         if args.ablation:
             import json
             from pathlib import Path

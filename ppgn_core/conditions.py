@@ -160,6 +160,46 @@ def evaluate(condition: Condition, x: torch.Tensor) -> ConditionOutput:
     return ConditionOutput(objective, values, p_class, first_logits)  # type: ignore[arg-type]
 
 
+def random_views(x: torch.Tensor, k: int, gen: torch.Generator, blur_sigma: float = 0.0,
+                 max_shift: float = 4.0, scale: tuple[float, float] = (0.9, 1.1),
+                 max_degrees: float = 5.0) -> list[torch.Tensor]:
+    """``k`` random, differentiable views of images x: per image a shift of up to ``max_shift``
+    pixels, a scale in ``scale`` and a rotation of up to ``max_degrees`` (one affine resampling,
+    reflected borders), then an optional Gaussian blur of ``blur_sigma`` pixels. Every draw comes
+    from ``gen`` (seeded chains stay reproducible)."""
+    b, _, h, w = x.shape
+    views = []
+    for _ in range(k):
+        r = torch.rand(b, 4, generator=gen)
+        angle = (r[:, 0] * 2 - 1) * max_degrees * torch.pi / 180
+        s = scale[0] + r[:, 1] * (scale[1] - scale[0])
+        tx, ty = (r[:, 2] * 2 - 1) * max_shift * 2 / w, (r[:, 3] * 2 - 1) * max_shift * 2 / h
+        cos, sin = torch.cos(angle) / s, torch.sin(angle) / s  # the grid maps output to input: 1/s zooms by s
+        theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(x)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        v = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        if blur_sigma > 0:
+            import torchvision.transforms.v2.functional as TF
+
+            ks = 2 * int(round(3 * blur_sigma)) + 1
+            v = TF.gaussian_blur(v, kernel_size=[ks, ks], sigma=[blur_sigma, blur_sigma])
+        views.append(v)
+    return views
+
+
+def evaluate_robust(condition: Condition, x: torch.Tensor, k: int, gen: torch.Generator,
+                    blur_sigma: float = 0.0) -> ConditionOutput:
+    """The condition averaged over ``k`` random views of x ("expectation over transformation",
+    Athalye et al. 2018; Lucid's transformation robustness): its gradient asks for what a
+    classifier sees in every view, not for pixel-exact patterns that only one view keeps.
+    p(class) and the objective are the views' means."""
+    outs = [evaluate(condition, v) for v in random_views(x, k, gen, blur_sigma)]
+    mean = lambda ts: torch.stack(ts).mean(0)  # noqa: E731
+    p = None if outs[0].p_class is None else mean([o.p_class for o in outs])
+    return ConditionOutput(mean([o.objective for o in outs]),
+                           [mean([o.values[i] for o in outs]) for i in range(len(outs[0].values))], p, outs[0].logits)
+
+
 class InpaintContext:
     """Inpainting (Sec. 4.2, S10). ``mask`` is 1 where pixels are to be filled, 0 where observed.
 

@@ -1,7 +1,9 @@
 """Evaluation: an independent judge's accuracy, diversity (MS-SSIM), mixing, reconstructions.
 
 The judge is EfficientNet-Lite2, which never takes part in sampling (C = Lite0): a condition
-network's own p(class) is easy to push to 0.9+ with images no other network recognises.
+network's own p(class) is easy to push to 0.9+ with images no other network recognises. Every
+judge figure is also given under the robust judge's transforms (``down2`` the headline), as a
+fraction of real photos' figure, with precision/recall against real val photos (``judge.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from .conditions import ClassCondition, imagenet_categories
-from .data import DEFAULT_DATA_ROOT, load_folder, to_float
-from .nets.classifiers import ImageClassifier, efficientnet_lite_classifier
+from .data import DEFAULT_DATA_ROOT, load_folder, to_float, val_photos
+from .judge import (HEADLINE, RealReference, RobustJudge, per_sample, real_reference, robust_report, saturation,
+                    strip_private)
 from .nets.registry import ModelBundle
 from .presets import build_sampler
 
@@ -88,12 +91,6 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor, weights: tuple[float, ...] = MS_SS
     return torch.prod(stack ** w.view(-1, 1, 1), dim=0).mean(1)
 
 
-def saturation(images: torch.Tensor, margin: float = 0.03) -> float:
-    """Fraction of pixel values within ``margin`` of 0 or 1: flat black/white blobs, the failure
-    of too large a step in h (500 real val photos: 0.093)."""
-    return float(((images < margin) | (images > 1 - margin)).float().mean())
-
-
 def mean_pairwise_ms_ssim(images: torch.Tensor, max_pairs: int = 200, seed: int = 0) -> float:
     """Mean MS-SSIM over (up to ``max_pairs`` random) pairs of distinct images: lower = more diverse."""
     n = images.shape[0]
@@ -110,29 +107,15 @@ def mean_pairwise_ms_ssim(images: torch.Tensor, max_pairs: int = 200, seed: int 
 
 # ----------------------------------------------------------------------------- judge
 
-class Judge:
-    """EfficientNet-Lite2 (never used in sampling) classifying images in [0, 1]."""
-
-    def __init__(self, classifier: ImageClassifier | None = None, device: str = "cpu"):
-        self.classifier = (classifier or efficientnet_lite_classifier(2)).to(device)
-        self.classifier.to(memory_format=torch.channels_last)  # faster on CPU; same predictions
-        self.device = device
-
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor, batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and pooled penultimate features (diversity spread, mixing) from one pass."""
-        logits, feats = [], []
-        for i in range(0, len(images), batch):
-            with self.classifier.capture(["head"]) as acts:
-                logits.append(self.classifier(images[i:i + batch].to(self.device)).cpu())
-            feats.append(acts["head"].mean((2, 3)).cpu())
-        return torch.cat(logits), torch.cat(feats)
+class Judge(RobustJudge):
+    """EfficientNet-Lite2 (never used in sampling) classifying images in [0, 1]; the robust judge's
+    transforms come with it (:class:`ppgn_core.judge.RobustJudge`)."""
 
     def logits(self, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
-        return self.predict(images, batch)[0]
+        return self.predict(images)[0]
 
     def features(self, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
-        return self.predict(images, batch)[1]
+        return self.predict(images)[1]
 
     def hits(self, images: torch.Tensor, targets: torch.Tensor,
              logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -156,10 +139,12 @@ def real_image_accuracy(judge: Judge, root: Path = DEFAULT_DATA_ROOT / "val", li
 
 @torch.no_grad()
 def reconstruction_metrics(bundle: ModelBundle, images: torch.Tensor, batch: int = 32,
-                           judge: Judge | None = None, labels: torch.Tensor | None = None) -> dict:
+                           judge: Judge | None = None, labels: torch.Tensor | None = None,
+                           reference: RealReference | None = None) -> dict:
     """PSNR of G(E(x)) against x and cosine similarity of E(G(E(x))) to E(x), on real images; with a
     ``judge`` and the photos' ``labels``, also the judge's top-1/top-5 on the reconstructions G(E(x))
-    (how much of the class a reconstruction keeps for a network that took no part in training)."""
+    (how much of the class a reconstruction keeps for a network that took no part in training);
+    with a real ``reference`` too, the robust judge's full report on them (``robust``)."""
     if judge is not None and (labels is None or len(labels) != len(images)):
         raise ValueError("judging reconstructions needs one label per image")
     psnrs, coss, recons = [], [], []
@@ -175,7 +160,11 @@ def reconstruction_metrics(bundle: ModelBundle, images: torch.Tensor, batch: int
     p, c = torch.cat(psnrs), torch.cat(coss)
     out = {"n": int(len(images)), "psnr_db": float(p.mean()), "psnr_std": float(p.std()),
            "cosine_h": float(c.mean()), "cosine_std": float(c.std())}
-    if judge is not None:
+    if judge is not None and reference is not None:
+        rob = strip_private(robust_report(judge, torch.cat(recons), labels.cpu(), reference))
+        out["judge_top1"], out["judge_top5"] = rob["accuracy"]["plain"]["top1"], rob["accuracy"]["plain"]["top5"]
+        out["robust"] = rob
+    elif judge is not None:
         hits = judge.hits(torch.cat(recons), labels.cpu())  # one pass, batched by the judge itself
         out["judge_top1"], out["judge_top5"] = float(hits["top1"].float().mean()), float(hits["top5"].float().mean())
     return out
@@ -218,9 +207,19 @@ def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], 
                      time.time() - t0, torch.cat(p_trajs, dim=1))
 
 
-def judge_summary(judge: Judge, run: PresetRun, logits: torch.Tensor | None = None) -> dict:
+def judge_summary(judge: Judge, run: PresetRun, logits: torch.Tensor | None = None,
+                  reference: RealReference | None = None) -> dict:
+    """The judge's figures on a run's final samples; with a real ``reference``, also the robust
+    judge's report (``robust``; headline ``robust_top1``, ``precision``) and per-sample robust hits."""
+    extra: dict = {}
+    if reference is not None:
+        rob = robust_report(judge, run.images, run.targets, reference)
+        logits = rob["_logits"]["plain"]
+        extra = {"robust": strip_private(rob), "robust_top1": rob["robust_top1"], "robust_top5": rob["robust_top5"],
+                 "precision": rob["precision"], "recall": rob["recall"],
+                 "per_sample_robust_top1": per_sample(rob, run.targets)}
     h = judge.hits(run.images, run.targets, logits)
-    return {"preset": run.preset, "n": int(len(run.targets)), "judge_top1": float(h["top1"].float().mean()),
+    return extra | {"preset": run.preset, "n": int(len(run.targets)), "judge_top1": float(h["top1"].float().mean()),
             "judge_top5": float(h["top5"].float().mean()),
             "judge_p_target": float(h["p_target"].mean()),
             "c_p_class_mean": float(run.p_class.mean()), "c_pass_097": float((run.p_class >= 0.97).float().mean()),
@@ -324,12 +323,36 @@ def mixing(judge: Judge, run: PresetRun, snapshot_every: int, scale: float, max_
     return out
 
 
+RECON_RANKS = range(4, 6)  # val photos 5–6 of every class: disjoint from the judge's reference and held-out sets
+
+
+def real_val_summary(judge: Judge, reference: RealReference, chains: int, max_classes: int | None) -> dict:
+    """The real photos' row: the judge's ceiling (held-out photos, plain and robust), their
+    precision/recall and saturation, and the same-class feature scale that mixing is measured in."""
+    acc = reference.ceiling
+    out = {"set": reference.description, "n": len(reference.labels.unique()), "judge_top1": acc["plain"]["top1"],
+           "judge_top5": acc["plain"]["top5"], "robust_top1": acc[HEADLINE]["top1"],
+           "robust_top5": acc[HEADLINE]["top5"], "saturation": reference.heldout_saturation,
+           "robust": reference.to_dict(), "precision": reference.heldout_pr["precision"],
+           "recall": reference.heldout_pr["recall"]}
+    out["feature_scale"] = scale = real_feature_scale(reference.features, reference.labels)
+    groups = [torch.nonzero(reference.labels == c).flatten()[:chains] for c in reference.labels.unique()]
+    out["feature_spread"] = feature_spread(reference.features, groups) / scale
+    imgs, labels = val_photos(range(0, 3), max_classes)
+    per_class = [mean_pairwise_ms_ssim(to_float(imgs[labels == c])) for c in labels.unique()[:10]]
+    out["ms_ssim_within_class"] = float(np.mean(per_class))
+    return out
+
+
 def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[int], chains: int, steps: int,
-             seed: int = 0, device: str = "cpu", real_limit: int = 500, recon_limit: int = 500,
+             seed: int = 0, device: str = "cpu", real_classes: int | None = None, recon_limit: int | None = None,
              overrides: dict | None = None, snapshot_every: int | None = None, mixing_chains: int = 48,
              batch: int = 8, inpaint: int = 0, inpaint_steps: int | None = None) -> dict:
-    """The evaluation report: judge accuracy per preset vs real photos, diversity, mixing, reconstructions,
-    and with ``inpaint`` > 0 inpainting on that many val photos (``inpaint_steps``, default ``steps``)."""
+    """The evaluation report: judge accuracy (plain and robust, precision/recall) per preset vs real
+    photos, diversity, mixing, reconstructions, and with ``inpaint`` > 0 inpainting on that many val
+    photos (``inpaint_steps``, default ``steps``). Real photos come from the 1,000-class val set
+    (``real_classes``: only the first classes, for quick runs); reconstructions use photos 5–6 of
+    every class (≈ 2,000; ``recon_limit`` caps them)."""
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     judge = Judge(device=device)
@@ -339,29 +362,19 @@ def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[i
                     "chains_per_class": chains, "steps": steps, "seed": seed, "snapshot_every": snapshot_every,
                     "batch": batch,
                     "presets": {}}
-    val_u8, val_labels = load_folder(DEFAULT_DATA_ROOT / "val", 128, max(real_limit, recon_limit), seed)
-    val = to_float(val_u8)
-    real_logits, real_feats = judge.predict(val[:real_limit])
-    real_labels = val_labels[:real_limit]
-    h = judge.hits(val[:real_limit], real_labels, real_logits)
-    report["real_val"] = {"n": real_limit, "judge_top1": float(h["top1"].float().mean()),
-                          "judge_top5": float(h["top5"].float().mean()), "saturation": saturation(val[:real_limit])}
-    per_class = [mean_pairwise_ms_ssim(val[val_labels == c][:chains * 3]) for c in IMAGENETTE_CLASSES
-                 if int((val_labels == c).sum()) >= 2]
-    report["real_val"]["ms_ssim_within_class"] = float(np.mean(per_class))
-    scale = real_feature_scale(real_feats, real_labels)
-    report["real_val"]["feature_scale"] = scale
-    # Real spread over groups of the samples' size (chains per class), so the two are comparable.
-    real_groups = [torch.nonzero(real_labels == c).flatten()[:chains] for c in real_labels.unique()]
-    report["real_val"]["feature_spread"] = feature_spread(real_feats, real_groups) / scale
+    reference = real_reference(judge, real_classes, seed=seed)
+    report["real_val"] = real_val_summary(judge, reference, chains, real_classes)
+    scale = report["real_val"]["feature_scale"]
     if bundle.generator is not None and bundle.encoder is not None and bundle.image_size == 128:
-        report["reconstruction"] = reconstruction_metrics(bundle, val[:recon_limit].to(device), judge=judge,
-                                                          labels=val_labels[:recon_limit])
+        rec_u8, rec_labels = val_photos(RECON_RANKS, real_classes)
+        rec_u8, rec_labels = rec_u8[:recon_limit], rec_labels[:recon_limit]
+        report["reconstruction"] = reconstruction_metrics(bundle, to_float(rec_u8).to(device), judge=judge,
+                                                          labels=rec_labels, reference=reference)
     for p in presets:
         run = run_preset_on_classes(bundle, p, classes, chains, steps, seed, snapshot_every, device,
                                     (overrides or {}).get(p), batch)
-        logits, feats = judge.predict(run.images)
-        summary = judge_summary(judge, run, logits)
+        feats = judge.features(run.images)
+        summary = judge_summary(judge, run, reference=reference)
         summary.update(diversity(run, chains))
         groups = [torch.arange(k, min(k + chains, len(run.images))) for k in range(0, len(run.images), chains)]
         summary["feature_spread"] = feature_spread(feats, groups) / scale
@@ -399,27 +412,67 @@ def merge_reports(base: dict, other: dict, source: str) -> dict:
 PAPER_ROWS = {"PPGN (paper, 256 px, Inception judge)": (0.596, 0.23), "real ImageNet (paper)": (0.761, 0.10)}
 
 
+def _robust_cells(r: dict, real: dict) -> str:
+    """The robust columns of a row: down2 top-1, robust/plain, share of the real photos' down2 top-1,
+    precision and recall (– where the row was judged before the robust judge existed)."""
+    if "robust_top1" not in r:
+        return "– | – | – | – | –"
+    ratio = r["robust_top1"] / r["judge_top1"] if r.get("judge_top1") else float("nan")
+    of_real = r["robust_top1"] / real["robust_top1"] if real.get("robust_top1") else float("nan")
+    return (f"**{fmt_pct(r['robust_top1'])}** | {ratio:.2f} | {fmt_pct(of_real)} | {fmt_pct(r.get('precision'))} "
+            f"| {fmt_pct(r.get('recall'))}")
+
+
+def _transform_rows(report: dict) -> list[str]:
+    """Top-1 / top-5 under every transform, for each preset, the reconstructions and real photos."""
+    rows = [(p, r.get("robust", {}).get("accuracy")) for p, r in report["presets"].items()]
+    if "robust" in report.get("reconstruction", {}):
+        rows.append(("reconstructions G(E(x))", report["reconstruction"]["robust"]["accuracy"]))
+    rows.append(("real photos (held out)", report["real_val"].get("robust", {}).get("accuracy")))
+    rows = [(n, acc) for n, acc in rows if acc]
+    if not rows:
+        return []
+    names = list(rows[0][1])
+    lines = ["", "## The judge under transforms (top-1 / top-5)", "",
+             "| images | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for n, acc in rows:
+        lines.append(f"| {n} | " + " | ".join(f"{fmt_pct(acc[t]['top1'])} / {fmt_pct(acc[t]['top5'])}"
+                                             for t in names) + " |")
+    lines += ["", "blur: Gaussian σ = 1 px; down2/down4: area-downsample 2×/4× then bilinear up; jpeg30: JPEG "
+                  "quality 30; crops: logits averaged over 4 seeded random 85% crops."]
+    return lines
+
+
 def write_markdown(report: dict, path: Path) -> None:
+    rv = report["real_val"]
     lines = [f"# Evaluation: C = {report['condition']}, judge = {report['judge']}", "",
              f"{len(report['classes'])} classes × {report['chains_per_class']} chains × {report['steps']} steps, "
              f"seed {report['seed']}; took {report.get('minutes', '?')} min.", "",
-             "| samples | judge top-1 | judge top-5 | C p ≥ 0.97 | within-class MS-SSIM | judge-feature spread "
-             "| dist. per snapshot | modes per chain | saturated px | min |", "|---|---|---|---|---|---|---|---|---|---|"]
+             f"Headline: **robust top-1** = the judge's top-1 after 2× down-and-up sampling ({HEADLINE}); precision "
+             f"and recall (k = 3) against real val photos in the judge's features. Real photos: {rv.get('set', '')}.",
+             "", "| samples | judge top-1 | judge top-5 | robust top-1 | robust / plain | of real robust "
+             "| precision | recall | C p ≥ 0.97 | within-class MS-SSIM | judge-feature spread "
+             "| dist. per snapshot | modes per chain | saturated px | min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p, r in report["presets"].items():
         m = r.get("mixing", {})
         step_key = next((k for k in m if k.startswith("dist_")), None)
         mix = f"{m[step_key]:.2f} | {m['modes_per_chain']:.2f}" if step_key else "– | –"
         mark = " †" if r.get("source") else ""
-        lines.append(f"| {p}{mark} | {fmt_pct(r['judge_top1'])} | {fmt_pct(r['judge_top5'])} | {fmt_pct(r['c_pass_097'])} "
+        lines.append(f"| {p}{mark} | {fmt_pct(r['judge_top1'])} | {fmt_pct(r['judge_top5'])} | {_robust_cells(r, rv)} "
+                     f"| {fmt_pct(r['c_pass_097'])} "
                      f"| {r.get('ms_ssim_within_class', float('nan')):.3f} | {r.get('feature_spread', float('nan')):.2f} "
                      f"| {mix} | {fmt_pct(r.get('saturation'), '–')} | {r['seconds'] / 60:.1f} |")
-    rv = report["real_val"]
-    lines.append(f"| real imagenette val photos ({rv['n']}) | {fmt_pct(rv['judge_top1'])} | {fmt_pct(rv['judge_top5'])} "
-                 f"| – | {rv['ms_ssim_within_class']:.3f} | {rv.get('feature_spread', float('nan')):.2f} | – | – "
-                 f"| {fmt_pct(rv.get('saturation'), '–')} | – |")
+    lines.append(f"| real val photos ({rv['n']}) | {fmt_pct(rv['judge_top1'])} | {fmt_pct(rv['judge_top5'])} "
+                 f"| {_robust_cells(rv, rv)} | – | {rv['ms_ssim_within_class']:.3f} "
+                 f"| {rv.get('feature_spread', float('nan')):.2f} | – | – | {fmt_pct(rv.get('saturation'), '–')} | – |")
     for name, (acc, ms) in PAPER_ROWS.items():
-        lines.append(f"| {name} | {fmt_pct(acc)} | – | – | {ms:.2f} | – | – | – | – | – |")
-    lines += ["", "Judge-feature spread: mean pairwise distance of the judge's pooled features within a class "
+        lines.append(f"| {name} | {fmt_pct(acc)} | – | – | – | – | – | – | – | {ms:.2f} | – | – | – | – | – |")
+    lines += ["", "Robust / plain: robust top-1 over plain top-1 (real photos keep about 0.7). Of real robust: "
+                  "the samples' robust top-1 as a share of the real photos'. Precision: share of samples inside the "
+                  "real photos' manifold (each real photo's ball reaching its 3rd nearest real neighbour); recall: "
+                  "share of real photos inside the samples' manifold (few samples per class keep it low). "
+                  "Judge-feature spread: mean pairwise distance of the judge's pooled features within a class "
                   "(groups of chains-per-class images), divided by the median distance between two real val photos "
                   "of one class. Mixing (first chains of the run): mean feature distance between snapshots "
               f"{report.get('snapshot_every', '?')} steps apart in the same unit, and the number of modes a chain "
@@ -434,10 +487,15 @@ def write_markdown(report: dict, path: Path) -> None:
                   "; ".join(f"{', '.join(ps)}: {src}" for src, ps in sources.items()) + "."]
     if "reconstruction" in report:
         r = report["reconstruction"]
-        judged = (f"; the judge's top-1 on G(E(x)) = {fmt_pct(r['judge_top1'])} (on the photos themselves: "
-                  f"{fmt_pct(report['real_val']['judge_top1'])})") if "judge_top1" in r else ""
+        judged = (f"; the judge's top-1 on G(E(x)) = {fmt_pct(r['judge_top1'])}, top-5 {fmt_pct(r['judge_top5'])} "
+                  f"(on real photos: {fmt_pct(rv['judge_top1'])})") if "judge_top1" in r else ""
+        if "robust" in r:
+            rob = r["robust"]
+            judged += (f"; robust top-1/top-5 {fmt_pct(rob['robust_top1'])} / {fmt_pct(rob['robust_top5'])}, "
+                       f"precision {fmt_pct(rob.get('precision'))}, recall {fmt_pct(rob.get('recall'))}")
         lines += ["", f"Reconstructions on {r['n']} val photos: PSNR of G(E(x)) = {r['psnr_db']:.2f} dB, "
                       f"cosine(E(G(E(x))), E(x)) = {r['cosine_h']:.3f}{judged}."]
+    lines += _transform_rows(report)
     lines += ["", "Classes: " + ", ".join(report["classes"])]
     if "inpainting" in report:
         lines += ["", "## Inpainting (filled 48-px square vs the original, val photos)", "",

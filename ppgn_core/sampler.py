@@ -23,12 +23,13 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .conditions import Condition, InpaintContext, evaluate
+from .conditions import Condition, InpaintContext, evaluate, evaluate_robust
 from .priors import Prior
 from .spaces import Space
 
 STEP_FORMS = ("eq5", "release")
 PRIOR_CONFLICT = ("keep", "project")
+MAX_ROBUST_K = 16
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class StepSettings:
     prior_conflict: str = "keep"  # "project": drop the part of the prior term that opposes the condition
     jitter: int = 0  # random shift (pixels) of the image the condition sees (Sec. S7)
     reset_every: int = 0  # MFV schedule: restart chains from new random codes every N steps
+    robust_k: int = 0  # > 0: the condition's gradient averaged over this many random views of x (EOT)
+    robust_blur: float = 0.0  # σ (pixels) of an extra blur in each robust view; 0 = none
 
     def validate(self) -> "StepSettings":
         optional = ("eps1_end",) if self.eps1_end is not None else ()  # None: no ε1 schedule
@@ -62,6 +65,10 @@ class StepSettings:
             raise ValueError(f"step_form must be one of {STEP_FORMS}, got {self.step_form!r}")
         if self.jitter < 0 or self.reset_every < 0:
             raise ValueError("jitter and reset_every must be ≥ 0")
+        if not isinstance(self.robust_k, int) or not 0 <= self.robust_k <= MAX_ROBUST_K:
+            raise ValueError(f"robust_k must be an integer in 0..{MAX_ROBUST_K}, got {self.robust_k!r}")
+        if not isinstance(self.robust_blur, (int, float)) or not 0 <= self.robust_blur <= 3:
+            raise ValueError(f"robust_blur must be a number in 0..3 pixels, got {self.robust_blur!r}")
         return self
 
 
@@ -170,7 +177,10 @@ class Sampler:
         with torch.enable_grad() if need_grad else torch.no_grad():
             zz = z.detach().requires_grad_(need_grad)
             x = self.image(zz)
-            out = evaluate(self.condition, self._jitter(x, s.jitter) if need_grad else x)
+            if need_grad and s.robust_k > 0:
+                out = evaluate_robust(self.condition, self._jitter(x, s.jitter), s.robust_k, self.gen, s.robust_blur)
+            else:
+                out = evaluate(self.condition, self._jitter(x, s.jitter) if need_grad else x)
             grad = None
             if need_grad:
                 total = s.eps2 * out.objective.sum()

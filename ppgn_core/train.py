@@ -2,8 +2,12 @@
 
 Designed for a 2-core CPU (and faster where a GPU or several processes are available):
 
-* the encoder's codes h = E(x) and feature targets h1 = E1(x) of every training image (and of
-  its mirror image) are computed once and cached, so a step never runs E on real images;
+* the photos are decoded once into a uint8 memory map, and the encoder's codes h = E(x) and
+  feature targets h1 = E1(x) of every photo and of its mirror image are computed once into fp16
+  memory maps (``cache/``, outside the repository), so a step never decodes WebP nor runs E on
+  real images;
+* the default is the 1,000-class set (``imagenet-1k-128/train``; labels from its
+  ``classes.tsv``), h = block 10 of Lite0 (112×8×8) and h1 = block 4 (40×16×16);
 * a short pixel-loss warm-up (no backward pass through E, higher learning rate) precedes the
   paper's losses: L_img + L_h1 + L_GAN (Noiseless Joint PPGN-h, S9.4), plus L_h and Gaussian
   noise on x, h1 and h for Joint PPGN-h (S9.5);
@@ -13,7 +17,10 @@ Designed for a 2-core CPU (and faster where a GPU or several processes are avail
   gloo on CPU, nccl on GPUs).
 
 Outputs in ``--out``: ``checkpoint.pt`` (state dicts only, loaded with weights_only=True),
-``config.json``, ``losses.csv``, ``recon_XXXXXX.png`` / ``samples_XXXXXX.png``.
+``config.json``, ``losses.csv``, ``recon_XXXXXX.png`` / ``samples_XXXXXX.png``. With
+``--resume FILE`` the run also keeps a compact checkpoint (fp16 G and D, step, minutes, config;
+one safetensors file, replaced in place) that can live in the repository and continue a run on
+a machine whose ``runs/`` is gone.
 """
 
 from __future__ import annotations
@@ -26,12 +33,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import DEFAULT_DATA_ROOT, load_folder, to_float
+from .data import IMAGENET_1K_ROOT, cached_images, load_folder, to_float
 from .nets.classifiers import LiteEncoder, load_efficientnet_lite
 from .nets.daes import ConvImageDAE, MLPCodeDAE
 from .nets.generators import Discriminator, UpconvGenerator
@@ -42,7 +50,7 @@ class TrainConfig:
     """Settings of one training run (saved as config.json beside the weights)."""
 
     kind: str = "generator"  # generator | hdae | xdae
-    data: str = str(DEFAULT_DATA_ROOT / "train")
+    data: str = str(IMAGENET_1K_ROOT / "train")
     out: str = "runs/generator"
     steps: int = 6000
     batch: int = 32
@@ -51,9 +59,9 @@ class TrainConfig:
     size: int = 128
     limit: int | None = None  # use only this many images (tests, quick runs)
     encoder: int = 0  # EfficientNet-Lite variant of E
-    h_block: int = 15
-    h1_block: int = 10
-    widths: list[int] = field(default_factory=lambda: [256, 256, 128, 64, 32])
+    h_block: int = 10  # h = 112×8×8 (block 15, 320×4×4, drew almost nothing outside its classes)
+    h1_block: int = 4  # the feature-matching layer, below h (40×16×16)
+    widths: list[int] = field(default_factory=lambda: [384, 256, 128, 64])
     warmup_steps: int = 400  # pixel-only phase
     warmup_lr: float = 1e-3
     w_img: float = 10.0
@@ -78,6 +86,8 @@ class TrainConfig:
     device: str = "cpu"
     cache: str | None = None  # folder for cached codes (default: <out>/cache)
     init_generator: str | None = None  # start G from these safetensors weights (e.g. assets/generator.safetensors)
+    resume: str | None = None  # compact fp16 checkpoint (safetensors) to continue from and keep updated
+    resume_ramp: int = 200  # steps of linear lr ramp after a compact resume (Adam's state is not kept)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -104,37 +114,73 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
+class CodeCache:
+    """Training photos and E's codes of them and of their mirror images.
+
+    ``images`` (N×3×s×s uint8) and ``h``/``h1`` (2N×…, fp16; rows N… are the mirror images) are
+    memory maps under the cache folder; item i < N is photo i, item N + i its mirror image.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, h: torch.Tensor, h1: torch.Tensor):
+        if len(h) != 2 * len(images) or len(h1) != len(h):
+            raise ValueError("code cache is inconsistent: need 2 codes (photo, mirror) per photo")
+        self.images, self.labels, self.h, self.h1 = images, labels, h, h1
+
+    def __len__(self) -> int:
+        return len(self.h)
+
+    def photos(self, idx: torch.Tensor) -> torch.Tensor:
+        """Items ``idx`` as float images in [0, 1] (mirrored where idx ≥ N)."""
+        n = len(self.images)
+        x = to_float(self.images[idx % n])
+        flip = idx >= n
+        if flip.any():
+            x[flip] = x[flip].flip(-1)
+        return x
+
+
+def _open_f16(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+
+
 @torch.no_grad()
-def build_code_cache(cfg: TrainConfig, encoder: LiteEncoder, device: torch.device) -> dict[str, torch.Tensor]:
-    """Images (uint8) and their codes h and features h1 (fp16), with mirrored copies; cached on disk."""
+def build_code_cache(cfg: TrainConfig, encoder: LiteEncoder, device: torch.device) -> CodeCache:
+    """Decode the photos once (uint8 memory map) and cache E's h and h1 of each and of its mirror."""
     cache_dir = Path(cfg.cache or Path(cfg.out) / "cache")
-    tag = f"lite{cfg.encoder}_b{cfg.h_block}_b{cfg.h1_block}_s{cfg.size}_n{cfg.limit}"
-    path = cache_dir / f"codes_{tag}.pt"
-    rank, world = _rank()
-    if path.exists():
-        return torch.load(path, map_location="cpu", weights_only=True)
-    if rank != 0:
-        raise RuntimeError("code cache missing on a non-zero rank (rank 0 builds it first)")
-    images, labels = load_folder(cfg.data, cfg.size, cfg.limit, cfg.seed)
-    images = torch.cat([images, images.flip(-1)])
-    labels = torch.cat([labels, labels])
-    hs, h1s = [], []
-    for i in range(0, len(images), 64):
-        x = to_float(images[i: i + 64]).to(device)
-        h1, h = encoder.encode_both(x)
-        hs.append(h.half().cpu())
-        h1s.append(h1.half().cpu())
-    cache = {"images": images, "labels": labels, "h": torch.cat(hs), "h1": torch.cat(h1s)}
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(cache, tmp)
-    os.replace(tmp, path)
-    return cache
+    if Path(cfg.data).name == "val":
+        raise ValueError(f"refusing to train on a val/ folder: {cfg.data}")
+    images, labels = cached_images(cfg.data, cfg.size, cfg.limit, cfg.seed, cache_dir=cache_dir)
+    tag = f"lite{cfg.encoder}_b{cfg.h_block}_b{cfg.h1_block}_s{cfg.size}_n{cfg.limit}_{Path(cfg.data).parent.name}"
+    h_path, h1_path = cache_dir / f"codes_{tag}.h.npy", cache_dir / f"codes_{tag}.h1.npy"
+    rank, _ = _rank()
+    if not (h_path.exists() and h1_path.exists()):
+        if rank != 0:
+            raise RuntimeError("code cache missing on a non-zero rank (rank 0 builds it first)")
+        n = len(images)
+        probe_h1, probe_h = encoder.encode_both(to_float(images[:1]).to(device))
+        tmp_h, tmp_h1 = h_path.with_name(h_path.name + ".tmp"), h1_path.with_name(h1_path.name + ".tmp")
+        hs = _open_f16(tmp_h, (2 * n, *probe_h.shape[1:]))
+        h1s = _open_f16(tmp_h1, (2 * n, *probe_h1.shape[1:]))
+        for i in range(0, n, 64):
+            x = to_float(images[i: i + 64]).to(device)
+            for offset, xi in ((0, x), (n, x.flip(-1))):
+                h1, h = encoder.encode_both(xi)
+                hs[offset + i: offset + i + len(x)] = h.half().cpu().numpy()
+                h1s[offset + i: offset + i + len(x)] = h1.half().cpu().numpy()
+        hs.flush(), h1s.flush()
+        del hs, h1s
+        os.replace(tmp_h, h_path)
+        os.replace(tmp_h1, h1_path)
+    h = torch.from_numpy(np.load(h_path, mmap_mode="c"))
+    h1 = torch.from_numpy(np.load(h1_path, mmap_mode="c"))
+    return CodeCache(images, labels, h, h1)
 
 
 def code_statistics(h: torch.Tensor) -> dict[str, float]:
     """Range and spread of the codes, used to clamp and scale sampling steps (issue: use the
     range the chosen encoder's codes really take)."""
+    if len(h) > 4096:  # a fixed, evenly spaced subset: enough for these statistics, cheap on memory maps
+        h = h[torch.linspace(0, len(h) - 1, 4096).long()]
     hf = h.float()
     q = torch.quantile(hf.flatten()[:: max(1, hf.numel() // 1_000_000)], torch.tensor([0.001, 0.999]))
     return {"mean": hf.mean().item(), "std": hf.std().item(), "mean_abs": hf.abs().mean().item(),
@@ -176,6 +222,125 @@ def _build_generator(cfg: TrainConfig, code_shape: tuple[int, int, int]) -> Upco
     return UpconvGenerator(code_shape[0], code_shape[1], tuple(cfg.widths), cfg.size)
 
 
+@dataclass
+class CodeScales:
+    """Spreads of the cached codes that scale the losses and the Joint PPGN-h noise."""
+
+    h_var: float
+    h1_var: float
+    h1_mean_abs: float
+    h_stats: dict
+
+    @classmethod
+    def of(cls, cache: CodeCache) -> "CodeScales":
+        pick = torch.linspace(0, len(cache) - 1, min(len(cache), 4096)).long()  # a fixed subset
+        h, h1 = cache.h[pick].float(), cache.h1[pick].float()
+        return cls(h.var().item(), h1.var().item(), h1.abs().mean().item(), code_statistics(cache.h))
+
+
+def generator_losses(cfg: TrainConfig, encoder: LiteEncoder, D: nn.Module, x_fake: torch.Tensor,
+                     x_real: torch.Tensor, h: torch.Tensor, h1_real: torch.Tensor, scales: CodeScales,
+                     gen: torch.Generator, warm: bool, r: float) -> tuple[torch.Tensor, dict]:
+    """G's loss for one batch: L_img (+ after the warm-up L_h1, L_h, L_c, L_GAN; S9.4/S9.5)."""
+    device = x_fake.device
+    loss_img = F.mse_loss(x_fake, x_real)
+    row = {"phase": "warmup" if warm else "full", "loss_img": loss_img.item()}
+    loss = cfg.w_img * loss_img
+    if warm:
+        return loss, row
+    x_seen = x_fake
+    if cfg.noise:
+        x_seen = x_fake + torch.randn(x_fake.shape, generator=gen).to(device) * cfg.noise_x
+    h1_fake = encoder.encode_h1(x_seen)
+    loss_h1 = F.mse_loss(h1_fake, h1_real) / scales.h1_var
+    loss = loss + cfg.w_h1 * loss_h1
+    row["loss_h1"] = loss_h1.item()
+    if cfg.w_h > 0 or cfg.w_cls > 0:
+        h1_seen = h1_fake
+        if cfg.noise:
+            h1_seen = h1_fake + torch.randn(h1_fake.shape, generator=gen).to(device) * cfg.noise_rel * scales.h1_mean_abs
+        h_fake = encoder.h1_to_h(h1_seen)
+        loss_h = F.mse_loss(h_fake, h) / scales.h_var
+        row["loss_h"] = loss_h.item()
+        if cfg.w_h > 0:
+            loss = loss + cfg.w_h * loss_h
+        if cfg.w_cls > 0:
+            loss_cls = class_output_loss(encoder, h_fake, h)
+            loss = loss + cfg.w_cls * loss_cls
+            row["loss_cls"] = loss_cls.item()
+    g_gan_paused, d_paused = r > 10.0, r < 0.1  # the pausing heuristic of S9.1 on r = lossD / lossG
+    loss_gan_g = F.binary_cross_entropy_with_logits(D(x_fake), torch.ones(len(x_fake), device=device))
+    if cfg.w_gan > 0 and not g_gan_paused:
+        loss = loss + cfg.w_gan * loss_gan_g
+    row.update(loss_gan_g=loss_gan_g.item(), g_gan_paused=int(g_gan_paused), d_paused=int(d_paused))
+    return loss, row
+
+
+def discriminator_step(D: nn.Module, opt_d, x_real: torch.Tensor, x_fake: torch.Tensor, paused: bool) -> float:
+    """One D update on real vs. G's images (one forward, one backward, for DDP); returns L_D."""
+    n = len(x_real)
+    logits = D(torch.cat([x_real, x_fake.detach()]))
+    targets = torch.cat([torch.ones(n), torch.zeros(n)]).to(x_real.device)
+    loss_d = 2 * F.binary_cross_entropy_with_logits(logits, targets)  # = BCE(real) + BCE(fake), batch means
+    opt_d.zero_grad(set_to_none=True)
+    if not paused:
+        loss_d.backward()
+        opt_d.step()
+    return loss_d.item()
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    minutes: float = 0.0
+    r: float = 1.0
+    ramp_from: int | None = None  # step at which a compact resume restarted Adam
+
+
+def _restore(cfg: TrainConfig, out: Path, G: nn.Module, D: nn.Module, opt_g, opt_d) -> RunState:
+    """Continue from ``out/checkpoint.pt`` (exact) or the compact ``--resume`` file, whichever is
+    further on; else start fresh (from ``--init-generator`` if given)."""
+    full = out / "checkpoint.pt"
+    full_step = -1
+    if full.exists():
+        ck = torch.load(full, map_location="cpu", weights_only=True)
+        full_step = int(ck["step"])
+    compact = load_compact_checkpoint(Path(cfg.resume)) if cfg.resume and Path(cfg.resume).exists() else None
+    if compact is not None and compact["step"] > full_step:
+        G.load_state_dict(compact["G"])
+        D.load_state_dict(compact["D"])
+        return RunState(compact["step"], compact["minutes"], compact["r"], ramp_from=compact["step"])
+    if full_step >= 0:
+        G.load_state_dict(ck["G"])
+        D.load_state_dict(ck["D"])
+        opt_g.load_state_dict(ck["opt_g"])
+        opt_d.load_state_dict(ck["opt_d"])
+        return RunState(full_step, float(ck["minutes"]), float(ck["r"]), ck.get("ramp_from"))
+    if cfg.init_generator:
+        from .nets.registry import load_safetensors_checked
+
+        G.load_state_dict(load_safetensors_checked(Path(cfg.init_generator), None))
+    return RunState()
+
+
+def _learning_rate(cfg: TrainConfig, st: RunState) -> float:
+    if st.step < cfg.warmup_steps:
+        return cfg.warmup_lr
+    if st.ramp_from is not None and st.step - st.ramp_from < cfg.resume_ramp:
+        return cfg.lr * (st.step - st.ramp_from + 1) / cfg.resume_ramp
+    return cfg.lr
+
+
+def _progress(cfg: TrainConfig, st: RunState, rank: int):
+    """tqdm counting images (so it shows images/s and the ETA of the run)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=cfg.steps * cfg.batch, initial=st.step * cfg.batch, disable=rank != 0, mininterval=20,
+                desc="train G", unit="img", unit_scale=False, dynamic_ncols=False, ncols=100)
+
+
 def train_generator(cfg: TrainConfig) -> dict:
     """Train G (and D) to invert E's code (paper S9.4/S9.5). Returns the last logged losses."""
     rank, world = _rank()
@@ -190,147 +355,132 @@ def train_generator(cfg: TrainConfig) -> dict:
         dist.barrier()
         if rank != 0:
             cache = build_code_cache(cfg, encoder, device)
-    images, h_all, h1_all = cache["images"], cache["h"], cache["h1"]
-    code_shape = tuple(h_all.shape[1:])
-    h1_var = h1_all.float().var().item()
-    h_var = h_all.float().var().item()
-    h_stats = code_statistics(h_all)
-    h1_mean_abs = h1_all.float().abs().mean().item()
-
+    scales = CodeScales.of(cache)
+    code_shape = tuple(cache.h.shape[1:])
     G = _build_generator(cfg, code_shape).to(device)
     D = Discriminator(cfg.size).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-    step, minutes_before = 0, 0.0
-    state = {"r": 1.0}
-    ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        G.load_state_dict(ck["G"])
-        D.load_state_dict(ck["D"])
-        opt_g.load_state_dict(ck["opt_g"])
-        opt_d.load_state_dict(ck["opt_d"])
-        step, minutes_before = int(ck["step"]), float(ck["minutes"])
-        state["r"] = float(ck["r"])
-    elif cfg.init_generator:  # a fresh run that starts from given weights (a resume uses its checkpoint)
-        from .nets.registry import load_safetensors_checked
-
-        G.load_state_dict(load_safetensors_checked(Path(cfg.init_generator), None))
+    st = _restore(cfg, out, G, D, opt_g, opt_d)
     Gm, Dm = G, D
     if world > 1:
         G = nn.parallel.DistributedDataParallel(G)
         D = nn.parallel.DistributedDataParallel(D)
+    meta = {"config": asdict(cfg), "code_shape": list(code_shape), "h_stats": scales.h_stats,
+            "h1_var": scales.h1_var, "h_var": scales.h_var, "h1_mean_abs": scales.h1_mean_abs,
+            "generator": Gm.config(), "world_size": world, "n_train_images": len(cache.images)}
     if rank == 0:
-        meta = {"config": asdict(cfg), "code_shape": list(code_shape), "h_stats": h_stats,
-                "h1_var": h1_var, "h_var": h_var, "h1_mean_abs": h1_mean_abs,
-                "generator": Gm.config(), "world_size": world,
-                "n_train_images": int(len(images) // 2)}
         (out / "config.json").write_text(json.dumps(meta, indent=2))
     log = CsvLog(out / "losses.csv", GEN_FIELDS) if rank == 0 else None
-    fixed = torch.arange(0, min(8, len(images)))
+    fixed = torch.arange(0, min(8, len(cache.images)))
     per_rank = max(1, cfg.batch // world)
-    t0 = time.time()
+    t0, minutes_before = time.time(), st.minutes
     last: dict = {}
-    bce = nn.BCEWithLogitsLoss()
-    try:
-        from tqdm import tqdm
-        bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, mininterval=20, desc="train G")
-    except ImportError:  # pragma: no cover
-        bar = None
-    while step < cfg.steps:
-        minutes = minutes_before + (time.time() - t0) / 60
-        if cfg.max_minutes is not None and minutes >= cfg.max_minutes:
+    bar = _progress(cfg, st, rank)
+
+    def save() -> None:
+        st.minutes = minutes_before + (time.time() - t0) / 60
+        _save_checkpoint(out / "checkpoint.pt", Gm, Dm, opt_g, opt_d, st)
+        if cfg.resume:
+            save_compact_checkpoint(Path(cfg.resume), Gm, Dm, st, meta | {"last_losses": last})
+
+    while st.step < cfg.steps:
+        if cfg.max_minutes is not None and minutes_before + (time.time() - t0) / 60 >= cfg.max_minutes:
             break
-        gen = _step_generator(cfg.seed, step, rank)
-        idx = torch.randint(0, len(images), (per_rank,), generator=gen)
-        x_real = to_float(images[idx]).to(device)
-        h = h_all[idx].float().to(device)
-        h1_real = h1_all[idx].float().to(device)
-        warm = step < cfg.warmup_steps
+        gen = _step_generator(cfg.seed, st.step, rank)
+        idx = torch.randint(0, len(cache), (per_rank,), generator=gen)
+        x_real = cache.photos(idx).to(device)
+        h = cache.h[idx].float().to(device)
+        h1_real = cache.h1[idx].float().to(device)
+        warm = st.step < cfg.warmup_steps
         for group in opt_g.param_groups:
-            group["lr"] = cfg.warmup_lr if warm else cfg.lr
+            group["lr"] = _learning_rate(cfg, st)
         h_in = h
         if cfg.noise and not warm:
-            h_in = h + torch.randn(h.shape, generator=gen).to(device) * cfg.noise_rel * h_stats["mean_abs"]
+            h_in = h + torch.randn(h.shape, generator=gen).to(device) * cfg.noise_rel * scales.h_stats["mean_abs"]
         x_fake = G(h_in)
-        loss_img = F.mse_loss(x_fake, x_real)
-        row = {"step": step + 1, "phase": "warmup" if warm else "full", "loss_img": loss_img.item()}
-        loss_g = cfg.w_img * loss_img
-        if not warm:
-            x_seen = x_fake
-            if cfg.noise:
-                x_seen = x_fake + torch.randn(x_fake.shape, generator=gen).to(device) * cfg.noise_x
-            h1_fake = encoder.encode_h1(x_seen)
-            loss_h1 = F.mse_loss(h1_fake, h1_real) / h1_var
-            loss_g = loss_g + cfg.w_h1 * loss_h1
-            row["loss_h1"] = loss_h1.item()
-            if cfg.w_h > 0 or cfg.w_cls > 0:
-                h1_seen = h1_fake
-                if cfg.noise:
-                    h1_seen = h1_fake + torch.randn(h1_fake.shape, generator=gen).to(device) * cfg.noise_rel * h1_mean_abs
-                h_fake = encoder.h1_to_h(h1_seen)
-                loss_h = F.mse_loss(h_fake, h) / h_var
-                row["loss_h"] = loss_h.item()
-                if cfg.w_h > 0:
-                    loss_g = loss_g + cfg.w_h * loss_h
-                if cfg.w_cls > 0:
-                    loss_cls = class_output_loss(encoder, h_fake, h)
-                    loss_g = loss_g + cfg.w_cls * loss_cls
-                    row["loss_cls"] = loss_cls.item()
-            r = state["r"]
-            g_gan_paused = r > 10.0
-            d_paused = r < 0.1
-            loss_gan_g = bce(Dm(x_fake), torch.ones(per_rank, device=device))  # D's own replica: no DDP sync
-            if cfg.w_gan > 0 and not g_gan_paused:
-                loss_g = loss_g + cfg.w_gan * loss_gan_g
-            row.update(loss_gan_g=loss_gan_g.item(), g_gan_paused=int(g_gan_paused), d_paused=int(d_paused))
+        loss_g, row = generator_losses(cfg, encoder, Dm, x_fake, x_real, h, h1_real, scales, gen, warm, st.r)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
         if not warm and cfg.w_gan > 0:
-            logits_d = D(torch.cat([x_real, x_fake.detach()]))  # one forward, one backward (DDP)
-            targets = torch.cat([torch.ones(per_rank), torch.zeros(per_rank)]).to(device)
-            loss_d = 2 * bce(logits_d, targets)  # = BCE(real) + BCE(fake), each a batch mean
-            opt_d.zero_grad(set_to_none=True)
-            if not row["d_paused"]:
-                loss_d.backward()
-                opt_d.step()
-            row["loss_d"] = loss_d.item()
-            # Pausing heuristic of S9.1 on r = lossD / lossG (adversarial parts), averaged over
-            # ranks so that every process pauses the same network.
-            pair = torch.tensor([loss_d.item(), row["loss_gan_g"]])
+            row["loss_d"] = discriminator_step(D, opt_d, x_real, x_fake, bool(row["d_paused"]))
+            pair = torch.tensor([row["loss_d"], row["loss_gan_g"]])  # same r on every rank
             if world > 1:
                 dist.all_reduce(pair)
-            state["r"] = float(pair[0] / pair[1].clamp_min(1e-8))
-        step += 1
+            st.r = float(pair[0] / pair[1].clamp_min(1e-8))
+        st.step += 1
+        row["step"] = st.step
         if bar is not None:
-            bar.update(1)
+            bar.update(per_rank * world)
         last = row
-        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+        if rank == 0 and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
             row["minutes"] = round(minutes_before + (time.time() - t0) / 60, 3)
             row["psnr"] = round(psnr(x_fake.detach(), x_real), 3)
             log.write(row)
-        if rank == 0 and (step % cfg.image_every == 0 or step == cfg.steps):
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+                  flush=True)
+        if rank == 0 and (st.step % cfg.image_every == 0 or st.step == cfg.steps):
             with torch.no_grad():
                 G.eval()
-                rec = Gm(h_all[fixed].float().to(device))
+                rec = Gm(cache.h[fixed].float().to(device))
                 G.train()
-            _save_grid(torch.cat([to_float(images[fixed]).to(device), rec]), out / f"recon_{step:06d}.png", len(fixed))
-        if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
-            _save_checkpoint(ckpt_path, Gm, Dm, opt_g, opt_d, step, minutes_before + (time.time() - t0) / 60, state["r"])
+            _save_grid(torch.cat([cache.photos(fixed).to(device), rec]), out / f"recon_{st.step:06d}.png", len(fixed))
+        if rank == 0 and (st.step % cfg.ckpt_every == 0 or st.step == cfg.steps):
+            save()
     if rank == 0:
-        _save_checkpoint(ckpt_path, Gm, Dm, opt_g, opt_d, step, minutes_before + (time.time() - t0) / 60, state["r"])
+        save()
     if bar is not None:
         bar.close()
     return last
 
 
-def _save_checkpoint(path: Path, G: nn.Module, D: nn.Module, opt_g, opt_d, step: int, minutes: float,
-                     r: float) -> None:
+def _save_checkpoint(path: Path, G: nn.Module, D: nn.Module, opt_g, opt_d, st: RunState) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(), "step": step, "minutes": minutes, "r": r}, tmp)
+                "opt_d": opt_d.state_dict(), "step": st.step, "minutes": st.minutes, "r": st.r,
+                "ramp_from": st.ramp_from}, tmp)
     os.replace(tmp, path)
+
+
+#: The compact checkpoint must stay small enough to commit (issue: ≤ 20 MB).
+COMPACT_LIMIT_BYTES = 20 * 1024 * 1024
+
+
+def save_compact_checkpoint(path: Path, G: nn.Module, D: nn.Module, st: RunState, meta: dict) -> None:
+    """fp16 G and D with step, minutes, r and the run's config, as one safetensors file replaced in
+    place. Adam's moments are left out: in fp16 they would double the file past 20 MB (a resume
+    restarts Adam with a short learning-rate ramp instead)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"G.{k}": v.detach().half().contiguous() for k, v in G.state_dict().items()}
+    tensors.update({f"D.{k}": v.detach().half().contiguous() for k, v in D.state_dict().items()})
+    info = {"step": str(st.step), "minutes": f"{st.minutes:.3f}", "r": f"{st.r:.6g}", "meta": json.dumps(meta)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=info)
+    size = tmp.stat().st_size
+    if size > COMPACT_LIMIT_BYTES:
+        tmp.unlink()
+        raise ValueError(f"compact checkpoint would be {size / 2**20:.1f} MiB, over the 20 MiB limit")
+    os.replace(tmp, path)
+
+
+def load_compact_checkpoint(path: Path) -> dict:
+    """Read a compact checkpoint: G and D state dicts (fp32), step, minutes, r, meta."""
+    from safetensors import safe_open
+
+    if path.suffix != ".safetensors":
+        raise ValueError(f"a compact checkpoint is a .safetensors file, got {path.name}")
+    with safe_open(str(path), framework="pt") as f:
+        info = f.metadata() or {}
+        state = {k: f.get_tensor(k).float() for k in f.keys()}
+    if "step" not in info:
+        raise ValueError(f"{path} is not a compact training checkpoint (no step in its metadata)")
+    return {"G": {k[2:]: v for k, v in state.items() if k.startswith("G.")},
+            "D": {k[2:]: v for k, v in state.items() if k.startswith("D.")},
+            "step": int(info["step"]), "minutes": float(info["minutes"]), "r": float(info["r"]),
+            "meta": json.loads(info.get("meta", "{}"))}
 
 
 # ----------------------------------------------------------------------------- DAEs
@@ -347,7 +497,7 @@ def train_dae(cfg: TrainConfig) -> dict:
     if cfg.kind == "hdae":
         encoder = LiteEncoder(load_efficientnet_lite(cfg.encoder), cfg.h_block, cfg.h1_block, cfg.size).to(device)
         cache = build_code_cache(cfg, encoder, device)
-        data = cache["h"]
+        data = cache.h
         stats = code_statistics(data)
         sigma = cfg.dae_sigma * stats["mean_abs"]
         model: nn.Module = MLPCodeDAE(tuple(data.shape[1:]), tuple(cfg.dae_hidden)).to(device)

@@ -6,8 +6,12 @@ python scripts/tune_heldout.py --steps 100 --judge-at 40 60 100 \
 
 Each --config is NAME=PRESET[:key=value,...]; ``lr`` sets a constant step (lr = lr_end) and
 ``mode`` the class condition (log_softmax, logit or softmax; default log_softmax);
-``prior_conflict=project`` drops the prior's part that opposes the condition. Results
-(judge top-1/top-5, C's p(class), fraction of saturated pixels) are merged into --out by name.
+``prior_conflict=project`` drops the prior's part that opposes the condition; ``robust_k=K``
+turns on the robust condition over K views. Results are merged into --out by name: the judge's
+top-1/top-5 plain and under every transform, the selection metric ``robust_top1`` (top-1 after 2×
+down-and-up), precision/recall against real val photos, C's p(class) and saturated pixels.
+Select on ``robust_top1`` (with precision beside it), never on the plain figure: the judge is of
+the condition network's family and rewards patterns that transfer between them.
 """
 
 import argparse
@@ -20,7 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ppgn_core.conditions import class_index  # noqa: E402
-from ppgn_core.evaluate import EXTRA_CLASSES, Judge, default_classes, run_preset_on_classes, saturation  # noqa: E402
+from ppgn_core.evaluate import EXTRA_CLASSES, Judge, default_classes, run_preset_on_classes  # noqa: E402
+from ppgn_core.judge import real_reference, robust_report, strip_private  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
 
 TUNING_DRAW_SEED = 7
@@ -40,7 +45,7 @@ def parse_config(text: str) -> tuple[str, str, dict]:
     ov: dict = {}
     for item in filter(None, kv.split(",")):
         k, v = (part.strip() for part in item.partition("=")[::2])
-        ov[k] = v if k in ("mode", "prior_conflict") else float(v)
+        ov[k] = v if k in ("mode", "prior_conflict") else int(v) if k == "robust_k" else float(v)
     if "lr" in ov and "lr_end" not in ov:
         ov["lr_end"] = ov["lr"]
     return name, preset, ov
@@ -61,6 +66,7 @@ def main() -> None:
     judge_at = sorted(set(args.judge_at or [args.steps]))
     every = int(np.gcd.reduce(judge_at))
     bundle, judge = load_bundle(), Judge()
+    reference = real_reference(judge)
     classes = tuning_classes(args.classes, args.skip)
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {"results": {}}
@@ -73,14 +79,17 @@ def main() -> None:
         rows = {}
         for t in judge_at:  # snapshots are taken at steps 0, every, 2·every, …
             x, p = run.trajectory[t // every], run.p_trajectory[t // every]
-            h = judge.hits(x, run.targets)
-            rows[str(t)] = {"judge_top1": float(h["top1"].float().mean()), "judge_top5": float(h["top5"].float().mean()),
-                            "c_p_class_mean": float(p.mean()), "saturation": saturation(x)}
+            rob = strip_private(robust_report(judge, x, run.targets, reference))
+            rows[str(t)] = {"judge_top1": rob["accuracy"]["plain"]["top1"], "judge_top5": rob["accuracy"]["plain"]["top5"],
+                            "robust_top1": rob["robust_top1"], "robust_top5": rob["robust_top5"],
+                            "precision": rob["precision"], "recall": rob["recall"], "accuracy": rob["accuracy"],
+                            "c_p_class_mean": float(p.mean()), "saturation": rob["saturation"]}
         key = f"{name} [{args.classes} classes from {args.skip}, {args.chains} chains, seed {args.seed}]"
         report["results"][key] = {"preset": preset, "overrides": ov, "by_step": rows,
                                   "seconds": round(run.seconds, 1)}
         report.setdefault("classes", {})[f"{args.classes} from {args.skip}"] = classes
-        print(key, json.dumps(rows), flush=True)
+        print(key, json.dumps({t: {k: v for k, v in r.items() if k != "accuracy"} for t, r in rows.items()}),
+              flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1))
 

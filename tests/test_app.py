@@ -29,8 +29,8 @@ def _size(path: str) -> tuple[int, int]:
         return im.size
 
 
-def _sample_args(steps=12, chains=2, seed=0, preset="noiseless-joint-ppgn-h"):
-    return ("574: golf ball", preset, -5, 1.0, -17, 0.1, steps, chains, seed, None)
+def _sample_args(steps=12, chains=2, seed=0, preset="noiseless-joint-ppgn-h", robust=0):
+    return ("574: golf ball", preset, -5, 1.0, -17, 0.1, steps, chains, seed, None, robust)
 
 
 def test_sample_tab_streams_images_of_model_size(app_url):
@@ -45,7 +45,18 @@ def test_sample_tab_streams_images_of_model_size(app_url):
     rec = json.load(open([f for f in files if f.endswith(".json")][0]))
     assert rec["steps_run"] == 12 and len(rec["chains"]) == 2
     assert any(f.endswith("grid.png") for f in files) and any(f.endswith("chain.gif") for f in files)
+    grid_png = [f for f in files if f.endswith("grid.png") and "progress" not in f][0]
+    assert _size(grid_png) == (2 * 32 + 3 * 2, 32 + 2 * 2)  # the final image of each chain, native size
+    assert any(f.endswith("progress.png") for f in files)
+    assert rec["robust_k"] == 0 and len(rec["eps_schedule"]) == 1  # no slider moved: one schedule row
     del outs
+
+
+def test_sample_tab_robust_condition_is_recorded(app_url):
+    c = client(app_url)
+    final = c.predict(*_sample_args(steps=3, chains=1, robust=2), api_name="/sample")
+    rec = json.load(open([f for f in final[4] if f.endswith(".json")][0]))
+    assert rec["robust_k"] == 2 and rec["request"]["robust_k"] == 2
 
 
 def test_stop_ends_run_early(app_url):
@@ -126,11 +137,21 @@ def test_neurons_tab_groups_facets(app_url):
 
 
 def test_tsne_tab_makes_grid(app_url):
+    import re
+
     c = client(app_url)
     live, grid_img, plot, status, files = c.predict("980: volcano", 3, 10, 2, 0.0, 0, api_name="/tsne")
-    assert "grid" in status
-    w, h = _size(grid_img)
-    assert w == h and w >= 32 * 4  # 15 samples → 4×4 cells of 32 px
+    m = re.search(r"(\d+) samples on a (\d+)×(\d+) grid", status)
+    assert m, status
+    n, rows, cols = map(int, m.groups())
+    assert 3 <= n <= 15 and rows * cols >= n and rows * cols - n < cols  # less than one row left empty
+    assert _size(grid_img) == (cols * 33 + 1, rows * 33 + 1)  # 32-px cells, 1-px gaps
+    assert len(live) == 3  # the chains' gallery is kept after the run
+    arr = np.asarray(Image.open(grid_img).convert("RGB"))
+    cells = [arr[1 + r * 33: 33 + r * 33, 1 + k * 33: 33 + k * 33] for r in range(rows) for k in range(cols)]
+    empty = [cell for cell in cells if (cell == (228, 228, 228)).all(-1).mean() > 0.8]
+    assert len(empty) == rows * cols - n  # an empty cell is drawn grey (crossed), never left white
+    assert not any((cell == 255).all() for cell in cells)
     assert files and files[0].endswith("tsne_grid.png")
 
 
@@ -148,13 +169,22 @@ def test_inpaint_keeps_unmasked_pixels(app_url, tmp_path):
     c = client(app_url)
     inp, plain, ctx, status, files = c.predict(value, "top class", 6, 1.0, 0, api_name="/inpaint")
     assert "unmasked pixels changed: 0" in status
-    x = np.asarray(Image.open(inp).convert("RGB"))
-    assert np.array_equal(x, img)
     keep = layer[..., 3] == 0
+    x = np.asarray(Image.open(inp).convert("RGB"))
+    assert x.shape == (256, 256, 3)  # shown at 256 px: 32-px images upscaled 8× (nearest)
+    x = x[::8, ::8]
+    assert np.array_equal(x[keep], img[keep]) and (x[~keep] == 128).all()  # the region to fill is visible
+    edge = np.zeros_like(keep)
+    edge[8:20, 8:24] = True
+    edge[9:19, 9:23] = False  # the region's own border pixels
     for p in (plain, ctx):
         y = np.asarray(Image.open(p).convert("RGB"))
-        assert y.shape == (32, 32, 3)
+        assert y.shape == (256, 256, 3)
+        y = y[::8, ::8]
         assert np.array_equal(y[keep], img[keep])
+        assert (y[edge] == (255, 214, 0)).all()  # the filled region is outlined, inside the region
+    native = np.asarray(Image.open(files[0]).convert("RGB"))
+    assert native.shape == (32, 96, 3)  # the download: input, PPGN, PPGN-context at native size
 
 
 def test_bad_input_gives_clear_error(app_url):
@@ -162,7 +192,7 @@ def test_bad_input_gives_clear_error(app_url):
 
     c = client(app_url)
     with pytest.raises(AppError, match="unknown class"):
-        c.predict("golf bal", "dgn-am", -5, 1.0, -17, 0.1, 5, 1, 0, None, api_name="/sample")
+        c.predict("golf bal", "dgn-am", -5, 1.0, -17, 0.1, 5, 1, 0, None, 0, api_name="/sample")
     # the server still works afterwards
     out = c.predict(*_sample_args(steps=2, chains=1), api_name="/sample")
     assert "step 2 / 2" in out[3]
@@ -176,12 +206,12 @@ def test_uploaded_start_images_rgba_ok_and_bomb_refused(app_url, tmp_path):
     rgba[..., 0], rgba[..., 3] = 200, 128
     Image.fromarray(rgba).save(tmp_path / "rgba.png")
     c = client(app_url)
-    out = c.predict("980: volcano", "dgn-am", -5, 1.0, -17, 0.1, 2, 1, 0, handle_file(str(tmp_path / "rgba.png")),
+    out = c.predict("980: volcano", "dgn-am", -5, 1.0, -17, 0.1, 2, 1, 0, handle_file(str(tmp_path / "rgba.png")), 0,
                     api_name="/sample")
     assert "step 2 / 2" in out[3]
     Image.new("L", (9000, 9000)).save(tmp_path / "bomb.png")  # 81 MP, a few kB on disk
     with pytest.raises(AppError):
-        c.predict("980: volcano", "dgn-am", -5, 1.0, -17, 0.1, 2, 1, 0, handle_file(str(tmp_path / "bomb.png")),
+        c.predict("980: volcano", "dgn-am", -5, 1.0, -17, 0.1, 2, 1, 0, handle_file(str(tmp_path / "bomb.png")), 0,
                   api_name="/sample")
     out = c.predict(*_sample_args(steps=2, chains=1), api_name="/sample")  # still serving
     assert "step 2 / 2" in out[3]

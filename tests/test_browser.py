@@ -113,12 +113,57 @@ def test_inpaint_tab_in_browser(page):
     status = page.locator("#inpaint-status").inner_text()
     assert "unmasked pixels changed: 0" in status
     x = _fetch(page, page.locator("#inpaint-input img").get_attribute("src"))
+    grey = (x == 128).all(-1)  # the region to fill is visible in "the input as the model sees it"
+    assert grey.mean() > 0.005, "the painted mask does not show in the input panel"
     for sel in ("#inpaint-ppgn img", "#inpaint-context img"):
         y_img = _fetch(page, page.locator(sel).get_attribute("src"))
-        assert y_img.shape == x.shape
+        assert y_img.shape == x.shape and x.shape[0] >= 256
         changed = np.abs(y_img.astype(int) - x.astype(int)).sum(-1) > 0
         rows = np.nonzero(changed.any(1))[0]
         h = x.shape[0]
         assert changed.any(), "the painted region was not filled"
         # the stroke was horizontal through the middle: nothing above or below its band changed
         assert rows.min() > h * 0.2 and rows.max() < h * 0.8, (rows.min(), rows.max())
+        assert ((y_img == (255, 214, 0)).all(-1) & grey).any()  # the filled region's outline
+        box = page.locator(sel).bounding_box()
+        assert box["width"] >= 256 and box["height"] >= 256, box  # a size a person can judge
+
+
+def _all_items_visible(pg, gallery: str) -> None:
+    """Every image of the gallery lies inside the gallery's box (no row cut off)."""
+    g = pg.locator(gallery).bounding_box()
+    items = pg.locator(f"{gallery} img")
+    assert items.count() >= 1
+    for k in range(items.count()):
+        b = items.nth(k).bounding_box()
+        assert b["y"] >= g["y"] - 1 and b["y"] + b["height"] <= g["y"] + g["height"] + 1, (k, b, g)
+
+
+def test_galleries_show_all_items(page):
+    page.get_by_role("tab", name="Neurons").click()
+    page.locator("#neurons-run").click()
+    page.wait_for_function("document.querySelector('#neurons-status').innerText.includes('facets')",
+                           timeout=300_000)
+    assert page.locator("#neurons-gallery img").count() == 6  # 3 chains × 2 segments, two rows of 4
+    _all_items_visible(page, "#neurons-gallery")
+    page.screenshot(path=str(SHOTS / "neurons.png"), full_page=True)
+    page.get_by_role("tab", name="Sample").click()
+    _all_items_visible(page, "#sample-gallery")
+
+
+def test_tsne_tab_keeps_chains_and_marks_empty_cells(page):
+    import re
+
+    page.get_by_role("tab", name="t-SNE grid").click()
+    page.locator("#tsne-run").click()
+    page.wait_for_function("/samples on a \\d+×\\d+ grid|only \\d+ sample/.test("
+                           "document.querySelector('#tsne-status').innerText)", timeout=300_000)
+    assert page.locator("#tsne-gallery img").count() == 6  # the chains stay after the run
+    status = page.locator("#tsne-status").inner_text()
+    m = re.search(r"(\d+) samples on a (\d+)×(\d+) grid", status)
+    if m:
+        n, rows, cols = map(int, m.groups())
+        assert rows * cols - n < cols
+        grid_img = _fetch(page, page.locator("#tsne-grid img").get_attribute("src"))
+        assert not (grid_img[1:-1, 1:-1] == 255).all(-1).all(0).any() or n == rows * cols
+    page.screenshot(path=str(SHOTS / "tsne.png"), full_page=True)

@@ -42,7 +42,7 @@ def test_app_and_every_tab_make_no_outside_connection(tmp_path):
     proc, url = _start([sys.executable, str(ROOT / "tests" / "net_guard.py"), str(log), str(ROOT / "app.py")])
     try:
         c = Client(url, verbose=False)
-        c.predict(*ARGS, 4, 1, 0, None, api_name="/sample")
+        c.predict(*ARGS, 4, 1, 0, None, 0, api_name="/sample")
         c.predict("blocks.1", 1, 1, 1, 3, 1, 0, api_name="/neurons")
         c.predict("980: volcano", 2, 5, 1, 0.0, 0, api_name="/tsne")
         img = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
@@ -65,14 +65,14 @@ def test_load_four_clients_ten_runs_memory_flat():
     proc, url = _start([sys.executable, str(ROOT / "app.py")])
     server = psutil.Process(proc.pid)
     try:
-        Client(url, verbose=False).predict(*ARGS, 4, 2, 0, None, api_name="/sample")
+        Client(url, verbose=False).predict(*ARGS, 4, 2, 0, None, 0, api_name="/sample")
         after_first = server.memory_info().rss
 
         def user(k):
             c = Client(url, verbose=False)
             done = 0
             for r in range(10):
-                out = c.predict(*ARGS, 4, 2, 100 * k + r, None, api_name="/sample")
+                out = c.predict(*ARGS, 4, 2, 100 * k + r, None, 0, api_name="/sample")
                 rec = json.load(open([f for f in out[4] if f.endswith(".json")][0]))
                 done += rec["steps_run"] == 4
             return done
@@ -82,7 +82,7 @@ def test_load_four_clients_ten_runs_memory_flat():
         after = server.memory_info().rss
         c = Client(url, verbose=False)
         for r in range(60):  # with the 41 above: over 100 consecutive runs
-            c.predict(*ARGS, 2, 1, 1000 + r, None, api_name="/sample")
+            c.predict(*ARGS, 2, 1, 1000 + r, None, 0, api_name="/sample")
         after_100 = server.memory_info().rss
     finally:
         proc.terminate()

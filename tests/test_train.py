@@ -36,7 +36,7 @@ def tiny_folder(tmp_path_factory):
 
 
 def _cfg(tiny_folder, out, **kw):
-    base = TrainConfig(data=str(tiny_folder), out=str(out), steps=6, batch=4, size=32, widths=[16, 16, 8, 8, 8],
+    base = TrainConfig(data=str(tiny_folder), out=str(out), steps=6, batch=4, size=32, widths=[16, 16, 8, 8],
                        warmup_steps=2, warmup_lr=2e-3, lr=1e-3, log_every=1, image_every=1000, ckpt_every=1000,
                        w_gan=0.05, seed=0)
     return replace(base, **kw)
@@ -47,20 +47,23 @@ def _fixed_losses(out: Path, cfg: TrainConfig) -> dict:
     from ppgn_core.nets.classifiers import LiteEncoder, load_efficientnet_lite
     from ppgn_core.nets.generators import UpconvGenerator
 
-    cache = torch.load(next((out / "cache").glob("codes_*.pt")), weights_only=True)
+    from ppgn_core.train import build_code_cache
+
     meta = json.loads((out / "config.json").read_text())
     g = meta["generator"]
     G = UpconvGenerator(g["code_channels"], g["code_size"], tuple(g["widths"]), g["out_size"])
     G.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["G"])
     E = LiteEncoder(load_efficientnet_lite(0), cfg.h_block, cfg.h1_block, cfg.size)
+    cache = build_code_cache(cfg, E, torch.device("cpu"))  # already built by the run: read back
     from ppgn_core.train import class_output_loss
 
     with torch.no_grad():
-        x = cache["images"].float() / 255
-        h = cache["h"].float()
+        idx = torch.arange(len(cache))
+        x = cache.photos(idx)
+        h = cache.h.float()
         xg = G(h)
         return {"img": F.mse_loss(xg, x).item(),
-                "h1": F.mse_loss(E.encode_h1(xg), cache["h1"].float()).item(),
+                "h1": F.mse_loss(E.encode_h1(xg), cache.h1.float()).item(),
                 "cls": class_output_loss(E, E(xg), h).item()}
 
 
@@ -115,7 +118,7 @@ def test_ddp_two_gloo_processes(tiny_folder, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ppgn_core",
            "train", "generator", "--data", str(tiny_folder), "--out", str(out), "--steps", "3", "--batch", "4",
-           "--size", "32", "--widths", "16", "16", "8", "8", "8", "--warmup-steps", "1", "--log-every", "1",
+           "--size", "32", "--widths", "16", "16", "8", "8", "--warmup-steps", "1", "--log-every", "1",
            "--threads", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -145,7 +148,10 @@ def test_init_generator_starts_from_given_weights(tiny_folder, tmp_path):
 def test_class_output_loss_is_lowered_by_training(tiny_folder, tmp_path):
     """L_c alone (KL between E's classifier outputs on x and on G(h)) falls when G trains on it."""
     out = tmp_path / "c"
-    cfg = _cfg(tiny_folder, out, steps=1, warmup_steps=0, w_img=0.0, w_h1=0.0, w_gan=0.0, w_cls=1.0)
+    # h = block 15 (1×1 at 32 px): at 32 px the 2×2 block-10 code of these flat test images leaves
+    # Lite0's head saturated (ReLU6), so L_c has no gradient there; the loss itself is the same.
+    cfg = _cfg(tiny_folder, out, steps=1, warmup_steps=0, w_img=0.0, w_h1=0.0, w_gan=0.0, w_cls=1.0,
+               h_block=15, h1_block=10, widths=[16, 16, 8, 8, 8])
     first = run(cfg)
     before = _fixed_losses(out, cfg)["cls"]
     cfg = replace(cfg, steps=20)
@@ -175,3 +181,53 @@ def test_export_keeps_lineage_when_a_run_extends_the_shipped_one(tiny_folder, tm
     assert g["continued_from"]["steps"] == 3
     with pytest.raises(ValueError, match="cannot extend"):
         export(str(tmp_path / "a"), assets=assets, extends_shipped_run=True)
+
+
+def test_compact_checkpoint_continues_a_run_whose_folder_is_gone(tiny_folder, tmp_path):
+    """--resume FILE: one small fp16 file, replaced in place, continues the run on a machine
+    without its runs/ folder (Adam restarts with a learning-rate ramp)."""
+    import shutil
+
+    from safetensors import safe_open
+
+    from ppgn_core.train import load_compact_checkpoint
+
+    ck = tmp_path / "repo" / "checkpoints" / "g.safetensors"
+    cfg = _cfg(tiny_folder, tmp_path / "run", cache=str(tmp_path / "cache"), steps=3, resume=str(ck), ckpt_every=1)
+    run(cfg)
+    assert sorted(p.name for p in ck.parent.iterdir()) == ["g.safetensors"]  # one file, no leftovers
+    assert ck.stat().st_size < 20 * 2 ** 20
+    with safe_open(str(ck), framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+        assert any(k.startswith("G.") for k in f.keys()) and any(k.startswith("D.") for k in f.keys())
+    saved = load_compact_checkpoint(ck)
+    assert saved["step"] == 3 and saved["meta"]["config"]["h_block"] == cfg.h_block
+    shutil.rmtree(tmp_path / "run")  # runs/ is gone on the next machine
+    run(replace(cfg, steps=6))
+    steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "run" / "losses.csv"))]
+    assert steps == [4, 5, 6]
+    after = load_compact_checkpoint(ck)
+    assert after["step"] == 6 and after["minutes"] >= saved["minutes"]
+    assert any(not torch.equal(saved["G"][k], after["G"][k]) for k in saved["G"])
+
+
+def test_labels_come_from_classes_tsv_and_val_folders_are_refused(tmp_path):
+    from ppgn_core.data import cached_images, read_classes
+    from ppgn_core.train import build_code_cache
+
+    root = tmp_path / "set"
+    for wnid in ("n09999999", "n00000001"):
+        (root / "train" / wnid).mkdir(parents=True)
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(root / "train" / wnid / "a.png")
+    (root / "classes.tsv").write_text("wnid\tindex\tname\nn00000001\t7\tseven\nn09999999\t42\tforty-two\n")
+    assert read_classes(root / "classes.tsv") == {"n00000001": 7, "n09999999": 42}
+    images, labels = cached_images(root / "train", 32, cache_dir=tmp_path / "cache")
+    assert images.shape == (2, 3, 32, 32) and images.dtype == torch.uint8
+    assert labels.tolist() == [7, 42]  # sorted folders: n00000001, n09999999
+    again, _ = cached_images(root / "train", 32, cache_dir=tmp_path / "cache")  # memory-mapped, not re-decoded
+    assert torch.equal(images, again) and len(list((tmp_path / "cache").glob("*.u8.npy"))) == 1
+    (root / "bad.tsv").write_text("name\tid\n")
+    with pytest.raises(ValueError, match="header"):
+        read_classes(root / "bad.tsv")
+    with pytest.raises(ValueError, match="val/"):
+        build_code_cache(TrainConfig(data=str(root / "val"), out=str(tmp_path / "o")), None, torch.device("cpu"))

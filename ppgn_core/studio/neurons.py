@@ -1,0 +1,103 @@
+"""Neurons tab: multifaceted visualisation (MFV) of one hidden unit of C."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..conditions import UnitCondition
+from ..images import grid, save_png, to_uint8
+from ..presets import build_sampler, get_preset
+from ..sampler import Control
+from .core import StudioCore, Update
+
+
+class NeuronWorkflow:
+    def __init__(self, core: StudioCore):
+        self.core = core
+
+    def random_unit(self, layer: str, seed: int) -> int:
+        units = dict(self.core.layers())
+        if layer not in units:
+            raise ValueError(f"unknown layer {layer!r}")
+        return int(np.random.default_rng(seed).integers(0, units[layer]))
+
+    def facets(self, layer: str, unit: int, chains: int = 4, segments: int = 3, steps_per_segment: int = 40,
+               facets: int = 3, seed: int = 0, eps1_values: tuple[float, ...] = (1e-5, 1e-3, 1e-1),
+               control: Control | None = None) -> Iterator[Update]:
+        """Chains restart from fresh codes every segment (the release's reset schedule) with ε1 varied
+        per segment; final images are grouped into facets by k-means on C's pooled features."""
+        core = self.core
+        if chains < 1 or segments < 1 or steps_per_segment < 1:
+            raise ValueError("chains, segments and steps per segment must be ≥ 1")
+        spec = f"{layer}:{int(unit)}"
+        cond = UnitCondition(core.bundle.classifier, spec)
+        total = segments * steps_per_segment
+        s = build_sampler(get_preset("mfv"), core.bundle, cond, seed=seed, reset_every=0, control=control)
+        samples, acts = [], []
+        done = 0
+        for seg in range(segments):
+            if s.control.stopped:
+                break
+            s.control.update(eps1=float(eps1_values[seg % len(eps1_values)]))
+            for snap in s.run(s.init(chains, core.device), steps_per_segment, max(1, steps_per_segment // 4)):
+                yield Update(done + snap.step, total, list(to_uint8(snap.image)),
+                             f"segment {seg + 1}/{segments} (ε1={s.control.settings.eps1:g}), step {snap.step}")
+            done += snap.step
+            samples.append(snap.image)
+            acts.append(snap.condition)
+        if not samples:
+            return
+        images, activations = torch.cat(samples), torch.cat(acts)
+        rows = group_facets(core.features(images).numpy(), activations.numpy(), facets, seed)
+        sheet = facet_sheet(images, rows)
+        top = self.top_examples(cond)
+        d = core.run_dir()
+        save_png(sheet, d / "facets.png")
+        record = {"unit": spec, "chains": chains, "segments": segments, "steps_per_segment": steps_per_segment,
+                  "eps1_values": list(eps1_values), "seed": seed, "facets": rows,
+                  "top_examples": [{"file": n, "activation": a} for n, a, _ in top]}
+        (d / "facets.json").write_text(json.dumps(record, indent=2))
+        yield Update(done, total, list(to_uint8(images)), f"done: {len(images)} samples in {len(rows)} facets",
+                     files=[str(d / "facets.png"), str(d / "facets.json")], record=record, final=True,
+                     extra={"sheet": sheet, "top": top})
+
+    @torch.no_grad()
+    def top_examples(self, cond: UnitCondition, k: int = 4) -> list[tuple[str, float, np.ndarray]]:
+        """The shipped example images that activate the unit most."""
+        files = self.core.examples()
+        if not files:
+            return []
+        x = torch.cat([self.core.example(f) for f in files]).to(self.core.device)
+        with cond.classifier.capture(list(cond.layers)) as acts:
+            logits = cond.classifier(x)
+        vals = cond.value(logits, acts).cpu()
+        order = torch.argsort(vals, descending=True)[:k]
+        imgs = to_uint8(x.cpu())
+        return [(files[i].name, float(vals[i]), imgs[i]) for i in order.tolist()]
+
+
+def group_facets(features: np.ndarray, activations: np.ndarray, facets: int, seed: int) -> list[dict]:
+    """k-means facets of the samples, each listing its samples strongest first."""
+    from sklearn.cluster import KMeans
+
+    k = max(1, min(facets, len(features)))
+    labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(features) if k > 1 \
+        else np.zeros(len(features), int)
+    rows = []
+    for f in range(k):
+        idx = [int(i) for i in np.argsort(-activations) if labels[i] == f]
+        rows.append({"facet": f, "indices": idx, "activations": [float(activations[i]) for i in idx]})
+    return rows
+
+
+def facet_sheet(images: torch.Tensor, rows: list[dict], per_row: int = 6) -> np.ndarray:
+    """One row per facet (strongest sample first), padded with white."""
+    out_rows = []
+    for r in rows:
+        idx = r["indices"][:per_row]
+        out_rows.append(torch.stack([images[i] for i in idx] + [torch.ones_like(images[0])] * (per_row - len(idx))))
+    return grid(torch.cat(out_rows), nrow=per_row)

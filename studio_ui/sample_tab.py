@@ -1,0 +1,96 @@
+"""Sample tab: a class, a preset, live ε sliders; streams each chain's image and p(class)."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ppgn_core.jobs import MAX_CHAINS, MAX_STEPS, SampleRequest
+from ppgn_core.plots import curve_figure
+from ppgn_core.presets import DEFAULT_PRESET, PRESETS, get_preset
+from ppgn_core.sampler import MAX_ROBUST_K, Control
+from ppgn_core.studio import Studio
+
+from .widgets import (GALLERY_HEIGHT, OFF, downloads, fail, from_log, progress, run_stop_buttons, seed_box,
+                      take_control, to_log, wire_stop)
+
+
+def _layout(studio: Studio) -> SimpleNamespace:
+    p0 = get_preset(DEFAULT_PRESET).settings()
+    w = SimpleNamespace()
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            w.cls = gr.Dropdown(studio.class_choices(), value="980: volcano", label="Class (type to search)",
+                                filterable=True, allow_custom_value=True, elem_id="sample-class")
+            w.preset = gr.Dropdown([(p.title, p.name) for p in PRESETS.values()], value=DEFAULT_PRESET,
+                                   label="Preset (paper variant)", elem_id="sample-preset")
+            w.about = gr.Markdown(get_preset(DEFAULT_PRESET).describe(), elem_id="preset-about")
+            w.e1 = gr.Slider(OFF, 1, value=to_log(p0.eps1), step=0.5, label="log10 ε1 — prior (−18 = off)",
+                             elem_id="eps1")
+            w.e2 = gr.Slider(0, 10, value=p0.eps2, step=0.05, label="ε2 — condition")
+            w.e3 = gr.Slider(OFF, 0, value=to_log(p0.eps3), step=0.5, label="log10 ε3 — noise (−18 = off)")
+            w.lr = gr.Slider(0.001, 1.0, value=p0.lr, step=0.001, label="step size (× the code's spread)")
+            w.steps = gr.Slider(1, MAX_STEPS, value=60, step=1, label="steps")
+            w.chains = gr.Slider(1, MAX_CHAINS, value=4, step=1, label="chains")
+            w.seed = seed_box()
+            w.robust = gr.Slider(0, MAX_ROBUST_K, value=p0.robust_k, step=1, elem_id="sample-robust",
+                                 label="robust condition: random views of the image per step (0 = off)")
+            w.start = gr.Image(type="filepath", label="Start from a real image (optional: its code E(x))",
+                               sources=["upload"], height=160)
+            w.run, w.stop = run_stop_buttons("sample")
+        with gr.Column(scale=2):
+            w.status = gr.Markdown(elem_id="sample-status")
+            w.live = gr.Markdown(elem_id="sample-live")
+            w.gallery = gr.Gallery(label="Current image of each chain", columns=4, height=GALLERY_HEIGHT,
+                                   elem_id="sample-gallery", format="png", object_fit="contain")
+            w.plot = gr.Plot(label="p(class) per chain")
+            w.film = gr.Image(label="Filmstrip of chain 0 (latest snapshots)", height=140)
+            w.files = downloads("Downloads: final images (grid.png), snapshots (progress.png), chain GIF, settings")
+    return w
+
+
+def _on_preset(name):
+    p = get_preset(name)
+    s = p.settings()
+    return to_log(s.eps1), s.eps2, to_log(s.eps3), s.lr, s.robust_k, p.describe()
+
+
+def _live(state, e1, e2, e3, lr):
+    ctl = state.get("control")
+    if ctl is None or ctl.stopped:
+        return "settings apply to the next run"
+    try:
+        s = ctl.update(eps1=from_log(e1), eps2=float(e2), eps3=from_log(e3), lr=float(lr), lr_end=float(lr))
+    except ValueError as err:
+        fail(err)
+    e1 = f"{s.eps1:.3g}" if s.eps1_end is None else f"{s.eps1:.3g} → {s.eps1_end:.3g} over the run"
+    return f"live: next steps use ε = ({e1}, {s.eps2:.3g}, {s.eps3:.3g}), step {s.lr:.3g}"
+
+
+def build_sample_tab(studio: Studio, session: gr.State) -> None:
+    w = _layout(studio)
+    w.preset.change(_on_preset, w.preset, [w.e1, w.e2, w.e3, w.lr, w.robust, w.about], queue=False)
+    for i, slider in enumerate((w.e1, w.e2, w.e3, w.lr)):
+        slider.change(_live, [session, w.e1, w.e2, w.e3, w.lr], w.live, queue=False,
+                      api_name="set_eps" if i == 0 else None, api_visibility="public" if i == 0 else "private")
+
+    def run(state, cls, preset, e1, e2, e3, lr, steps, chains, seed, start, robust=0):
+        try:
+            req = SampleRequest(classes=[studio.parse_class(cls)], preset=preset, steps=int(steps),
+                                chains=int(chains), seed=int(seed or 0), eps=(from_log(e1), float(e2), from_log(e3)),
+                                lr=float(lr), lr_end=float(lr), snapshot_every=max(1, int(steps) // 30),
+                                robust_k=int(robust or 0)).validate()
+            control = Control(get_preset(preset).settings(**req.overrides()))
+            take_control(state, control)
+            t0 = time.time()
+            for u in studio.sampling.stream(req, control, start):
+                yield (u.images, curve_figure(u.curve_steps, u.curves), u.filmstrip,
+                       progress(u.step, u.total, f"{u.status} — {time.time() - t0:.1f} s"), u.files or None)
+        except ValueError as err:
+            fail(err)
+
+    w.run.click(run, [session, w.cls, w.preset, w.e1, w.e2, w.e3, w.lr, w.steps, w.chains, w.seed, w.start,
+                      w.robust], [w.gallery, w.plot, w.film, w.status, w.files], api_name="sample")
+    wire_stop(w.stop, session, w.status, "stop")

@@ -1,0 +1,62 @@
+"""t-SNE grid tab: many chain samples of one class, laid out by similarity (paper Figs. S11–S12)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ppgn_core.jobs import MAX_CHAINS, MAX_STEPS
+from ppgn_core.plots import tsne_figure
+from ppgn_core.presets import DEFAULT_PRESET, get_preset
+from ppgn_core.sampler import Control
+from ppgn_core.studio import Studio
+
+from .widgets import GALLERY_HEIGHT, downloads, fail, progress, run_stop_buttons, seed_box, take_control, wire_stop
+
+
+def _layout(studio: Studio) -> SimpleNamespace:
+    w = SimpleNamespace()
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            w.cls = gr.Dropdown(studio.class_choices(), value="980: volcano", label="Class", filterable=True,
+                                allow_custom_value=True)
+            w.chains = gr.Slider(1, MAX_CHAINS, value=6, step=1, label="chains")
+            w.steps = gr.Slider(5, MAX_STEPS, value=60, step=1, label="steps per chain")
+            w.every = gr.Slider(1, 50, value=10, step=1, label="keep a sample every … steps")
+            w.thr = gr.Slider(0.0, 1.0, value=0.97, step=0.01, label="keep samples with p(class) ≥")
+            w.seed = seed_box()
+            w.run, w.stop = run_stop_buttons("tsne")
+        with gr.Column(scale=2):
+            w.status = gr.Markdown(elem_id="tsne-status")
+            w.live = gr.Gallery(label="Chains (latest image of each)", columns=6, height=GALLERY_HEIGHT,
+                                elem_id="tsne-gallery", object_fit="contain")
+            w.grid = gr.Image(label="t-SNE grid (one sample per cell; grey crossed cells are empty)",
+                              elem_id="tsne-grid")
+            w.plot = gr.Plot(label="t-SNE embedding")
+            w.files = downloads("Download the grid PNG")
+    return w
+
+
+def build_tsne_tab(studio: Studio, session: gr.State) -> None:
+    w = _layout(studio)
+
+    def run(state, cls, chains, steps, every, thr, seed):
+        try:
+            control = Control(get_preset(DEFAULT_PRESET).settings())
+            take_control(state, control)
+            for u in studio.tsne.grid(cls, int(chains), int(steps), int(every), float(thr), seed=int(seed or 0),
+                                      control=control):
+                if not u.final:
+                    yield u.images, None, None, progress(u.step, u.total, u.status), None
+                elif u.extra.get("grid") is None:
+                    yield u.images, None, None, u.status, None
+                else:
+                    fig = tsne_figure(u.extra["points"], u.extra["thumbs"], u.extra["probs"])
+                    yield u.images, u.extra["grid"], fig, progress(u.total, u.total, u.status), u.files
+        except ValueError as err:
+            fail(err)
+
+    w.run.click(run, [session, w.cls, w.chains, w.steps, w.every, w.thr, w.seed],
+                [w.live, w.grid, w.plot, w.status, w.files], api_name="tsne")
+    wire_stop(w.stop, session, w.status, "stop_tsne")

@@ -1,0 +1,68 @@
+"""Widgets and helpers every tab shares: log-scale ε sliders, the Run/Stop pair, progress text,
+per-session run control, and errors shown in the browser."""
+
+from __future__ import annotations
+
+import math
+
+import gradio as gr
+
+from ppgn_core.sampler import Control
+
+OFF = -18.0  # log10 slider value meaning "exactly 0"
+GALLERY_HEIGHT = "auto"  # galleries grow with their items: no row cut in half
+
+
+def from_log(v: float) -> float:
+    return 0.0 if v <= OFF else 10.0 ** float(v)
+
+
+def to_log(v: float) -> float:
+    return OFF if v <= 0 else max(OFF + 0.5, round(math.log10(v) * 2) / 2)
+
+
+def progress(k: int, n: int, text: str) -> str:
+    return f"<progress value='{k}' max='{max(n, 1)}' style='width:100%'></progress>\n\n{text}"
+
+
+def run_stop_buttons(prefix: str) -> tuple[gr.Button, gr.Button]:
+    """The Run / Stop pair every tab shows under its settings (ids ``{prefix}-run``/``-stop``)."""
+    with gr.Row():
+        run = gr.Button("Run", variant="primary", elem_id=f"{prefix}-run")
+        stop = gr.Button("Stop", elem_id=f"{prefix}-stop")
+    return run, stop
+
+
+def seed_box() -> gr.Number:
+    return gr.Number(0, precision=0, label="seed", minimum=0)
+
+
+def downloads(label: str) -> gr.File:
+    return gr.File(label=label, file_count="multiple")
+
+
+def fail(err: Exception):
+    raise gr.Error(str(err))
+
+
+def new_session() -> gr.State:
+    """Per-browser-session state: the Control of the session's running chain."""
+    return gr.State(lambda: {"control": None})
+
+
+def take_control(state: dict, control: Control) -> None:
+    """Make ``control`` the session's running one, stopping the one before (one run per session)."""
+    old = state.get("control")
+    if old is not None:
+        old.stop()
+    state["control"] = control
+
+
+def stop(state: dict) -> str:
+    if state.get("control") is not None:
+        state["control"].stop()
+    return "stopping…"
+
+
+def wire_stop(button: gr.Button, session: gr.State, status, api_name: str) -> None:
+    button.click(stop, session, status, queue=False, api_name=api_name)
