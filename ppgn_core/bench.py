@@ -177,17 +177,36 @@ def launch_app(bundle: str = "default", extra: list[str] | None = None, timeout:
     raise RuntimeError("app did not start:\n" + "".join(lines))
 
 
-def bench_app(bundle: str = "default", repeats: int = 3, out: Path | None = Path("reports/bench.json")) -> dict:
+def app_ms_per_step(client, chains: int, steps: int = 30, preset: str = "noiseless-joint-ppgn-h") -> float:
+    """ms per step of a Sample-tab run seen from the browser's side: from its first streamed update
+    (step 0) to its last (the end of the run), over ``steps`` steps."""
+    job = client.submit("980: volcano", preset, -5, 1.0, -17, 0.02, steps, chains, 0, None, 0, api_name="/sample")
+    t_first = None
+    for _ in job:
+        if t_first is None:
+            t_first = time.time()
+    while not job.done():
+        time.sleep(0.01)
+    return (time.time() - t_first) * 1000 / steps
+
+
+def bench_app(bundle: str = "default", repeats: int = 3, out: Path | None = Path("reports/bench.json"),
+              chains_list: tuple[int, ...] = (1, 4, 8), steps: int = 30) -> dict:
     """Seconds from ``python app.py`` to serving, and from pressing Run (Sample tab, 4 chains) to the
-    first streamed image, measured through gradio_client; medians of ``repeats``."""
+    first streamed image, measured through gradio_client; medians of ``repeats``. Then the app's
+    ms/step for 1, 4 and 8 chains (``app_ms_per_step``) beside the engine's for the same preset."""
     from gradio_client import Client
 
-    ready, first = [], []
-    for _ in range(repeats):
+    from .nets.registry import load_bundle
+
+    ready, first, app_ms = [], [], {}
+    for rep in range(repeats):
         proc, url, t_ready = launch_app(bundle)
         try:
             ready.append(t_ready)
             c = Client(url, verbose=False)
+            if rep == 0:
+                app_ms = {str(n): round(app_ms_per_step(c, n, steps), 1) for n in chains_list}
             for _ in range(2):
                 t0 = time.time()
                 job = c.submit("980: volcano", "noiseless-joint-ppgn-h", -5, 1.0, -17, 0.1, 30, 4, 0, None, 0,
@@ -202,7 +221,15 @@ def bench_app(bundle: str = "default", repeats: int = 3, out: Path | None = Path
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    res = {"bundle": bundle, "ready_s": {"median": round(statistics.median(ready), 2), "min": round(min(ready), 2),
+    engine = load_bundle(bundle) if bundle == "default" else load_bundle("tiny")
+    engine_ms = {str(n): time_steps(engine, "noiseless-joint-ppgn-h", n, 5, 3, "cpu", lr=0.02, lr_end=0.02)["median_ms"]
+                 for n in chains_list}
+    res = {"bundle": bundle, "sample_ms_per_step": {"app": app_ms, "engine": engine_ms,
+                                                    "note": f"{steps} steps of noiseless-joint-ppgn-h; app: from the "
+                                                            "first to the last streamed update through gradio_client "
+                                                            "(sampling, streaming and PNG encoding together); "
+                                                            "engine: sampler alone (bench.time_steps)"},
+           "ready_s": {"median": round(statistics.median(ready), 2), "min": round(min(ready), 2),
                                          "max": round(max(ready), 2), "n": len(ready)},
            "first_image_s": {"median": round(statistics.median(first), 2), "min": round(min(first), 2),
                              "max": round(max(first), 2), "n": len(first)},

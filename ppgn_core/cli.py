@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps1-end", type=float, default=None,
                    help="the learned h priors' ε1 goes linearly to this by the last step (default: constant)")
     _add_robust(p)
+    p.add_argument("--recon-per-class", type=int, default=2, choices=[0, 1, 2],
+                   help="val photos per class for the reconstructions G(E(x)) (1,000-class set; 0: none)")
     p.add_argument("--inpaint", type=int, default=0, help="also evaluate inpainting on this many val photos")
     p.add_argument("--out", default="reports")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
@@ -140,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the generator run resumed the shipped G's own checkpoint: keep the card's lineage")
     p = sub.add_parser("bench", help="ms per sampling step per preset, and the networks' floor")
     p.add_argument("--quick", action="store_true", help="two presets, 1 chain, few repeats")
+    p.add_argument("--app", action="store_true",
+                   help="time the app instead: launch to serving, first streamed image, ms/step for 1/4/8 chains")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--bundle", default="default")
     p.add_argument("--classifier", default="lite0")
@@ -283,7 +287,7 @@ def _run_evaluate(args) -> int:
         overrides[p] = o
     inpaint, inpaint_steps = (1, 2) if args.quick else (args.inpaint, steps)
     evaluate(bundle, Path(args.out), presets, classes, chains, steps, args.seed, device, real_classes=real_classes,
-             recon_limit=recon_limit, overrides=overrides, mixing_chains=args.mixing_chains, batch=args.batch,
+             recon_limit=recon_limit, recon_per_class=args.recon_per_class, overrides=overrides, mixing_chains=args.mixing_chains, batch=args.batch,
              inpaint=inpaint, inpaint_steps=inpaint_steps)
     print((Path(args.out) / "evaluation.md").read_text())
     return 0
@@ -298,11 +302,12 @@ def _run_export(args) -> int:
 
     card = export(args.generator, args.hdae, args.xdae, note=args.note, extends_shipped_run=args.extends_shipped_run)
     if args.val_images:
-        images, labels = val_photos(RECON_RANKS)
+        per_class = 1 if args.val_images <= 1000 else 2  # a subset over all classes, not the first classes
+        images, labels = val_photos(range(RECON_RANKS.start, RECON_RANKS.start + per_class))
         images, labels = images[:args.val_images], labels[:args.val_images]
         judge = Judge()
-        metrics = {"val_set": f"imagenet-1k-128/val, photos {RECON_RANKS.start + 1}–{RECON_RANKS.stop} of every "
-                              f"class ({len(labels)} photos, {len(labels.unique())} classes)",
+        metrics = {"val_set": f"imagenet-1k-128/val, photo(s) {RECON_RANKS.start + 1}–{RECON_RANKS.start + per_class} "
+                              f"of every class ({len(labels)} photos, {len(labels.unique())} classes)",
                    "reconstruction": reconstruction_metrics(load_bundle("default"), to_float(images), judge=judge,
                                                             labels=labels, reference=real_reference(judge))}
         if args.ablation:
@@ -320,8 +325,11 @@ def _run_bench(args) -> int:
     import json
     from pathlib import Path
 
-    from .bench import run_bench
+    from .bench import bench_app, run_bench
 
+    if args.app:
+        print(json.dumps(bench_app(args.bundle, repeats=2 if args.quick else 3, out=Path(args.out)), indent=2))
+        return 0
     bundle, device = _load(args)
     if args.quick:
         res = run_bench(bundle, device, ["dgn-am", "noiseless-joint-ppgn-h"], (1,), steps=2, repeats=2,

@@ -346,13 +346,14 @@ def real_val_summary(judge: Judge, reference: RealReference, chains: int, max_cl
 
 def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[int], chains: int, steps: int,
              seed: int = 0, device: str = "cpu", real_classes: int | None = None, recon_limit: int | None = None,
+             recon_per_class: int = 2,
              overrides: dict | None = None, snapshot_every: int | None = None, mixing_chains: int = 48,
              batch: int = 8, inpaint: int = 0, inpaint_steps: int | None = None) -> dict:
     """The evaluation report: judge accuracy (plain and robust, precision/recall) per preset vs real
     photos, diversity, mixing, reconstructions, and with ``inpaint`` > 0 inpainting on that many val
     photos (``inpaint_steps``, default ``steps``). Real photos come from the 1,000-class val set
     (``real_classes``: only the first classes, for quick runs); reconstructions use photos 5–6 of
-    every class (≈ 2,000; ``recon_limit`` caps them)."""
+    every class (``recon_per_class`` of them: ≈ 2,000 by default; 0 = none; ``recon_limit`` caps them)."""
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     judge = Judge(device=device)
@@ -365,8 +366,9 @@ def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[i
     reference = real_reference(judge, real_classes, seed=seed)
     report["real_val"] = real_val_summary(judge, reference, chains, real_classes)
     scale = report["real_val"]["feature_scale"]
-    if bundle.generator is not None and bundle.encoder is not None and bundle.image_size == 128:
-        rec_u8, rec_labels = val_photos(RECON_RANKS, real_classes)
+    if recon_per_class > 0 and bundle.generator is not None and bundle.encoder is not None and bundle.image_size == 128:
+        ranks = range(RECON_RANKS.start, RECON_RANKS.start + min(recon_per_class, len(RECON_RANKS)))
+        rec_u8, rec_labels = val_photos(ranks, real_classes)
         rec_u8, rec_labels = rec_u8[:recon_limit], rec_labels[:recon_limit]
         report["reconstruction"] = reconstruction_metrics(bundle, to_float(rec_u8).to(device), judge=judge,
                                                           labels=rec_labels, reference=reference)

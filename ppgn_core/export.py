@@ -170,16 +170,22 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
         card["metrics"] = metrics
     elif same_g and "metrics" in previous:
         card["metrics"] = previous["metrics"]
+    if same_g and "design_search" in previous:
+        card["design_search"] = previous["design_search"]
     (assets / CARD_NAME).write_text(json.dumps(card, indent=2))
     write_card_markdown(card, assets / "MODEL_CARD.md")
     return card
 
 
-def write_metrics(metrics: dict, assets: Path = ASSETS) -> dict:
-    """Add measured metrics to the shipped model card (JSON and markdown); returns the card."""
+def write_metrics(metrics: dict | None = None, assets: Path = ASSETS, design_search: dict | None = None) -> dict:
+    """Add measured metrics and/or the design-search table to the shipped model card (JSON and
+    markdown); returns the card."""
     assets = Path(assets)
     card = json.loads((assets / CARD_NAME).read_text())
-    card["metrics"] = metrics
+    if metrics is not None:
+        card["metrics"] = metrics
+    if design_search is not None:
+        card["design_search"] = design_search
     (assets / CARD_NAME).write_text(json.dumps(card, indent=2))
     write_card_markdown(card, assets / "MODEL_CARD.md")
     return card
@@ -212,6 +218,19 @@ def write_card_markdown(card: dict, path: Path) -> None:
             d = card[key]
             lines += [f"**{title}.** {d['config']}, σ = {d['sigma']:.4g}, {d['parameters'] / 1e6:.2f} M parameters, "
                       f"{d['steps']} steps in {d['wall_minutes']} minutes. Final: `{json.dumps(d['final_losses'])}`", ""]
+    if "design_search" in card:
+        lines += ["## Design search (`scripts/design_search.py`: reconstructions G(E(x)) of unseen val photos)", "",
+                  card["design_search"].get("val_set", ""), "",
+                  "| variant | h | minutes | images seen | PSNR | judge top-1 | top-5 | robust (down2) top-1 | "
+                  "robust top-5 | precision |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for label, v in card["design_search"]["variants"].items():
+            r = v.get("robust", {})
+            pct = lambda x: "–" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+            lines.append(f"| {label} | block {v['h_block']} {v['code_shape']} | {v['minutes']} | "
+                         f"{v.get('images_seen', '–')} | {v['psnr_db']:.2f} dB | {pct(v.get('judge_top1'))} | "
+                         f"{pct(v.get('judge_top5'))} | {pct(r.get('robust_top1'))} | {pct(r.get('robust_top5'))} | "
+                         f"{pct(r.get('precision'))} |")
+        lines += ["", card["design_search"].get("note", ""), ""]
     if "metrics" in card:
         lines += [f"## Metrics ({card['metrics'].get('val_set', 'imagenette-128/val')}, never trained on)", "",
                   "```json",

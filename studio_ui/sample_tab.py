@@ -17,6 +17,11 @@ from .widgets import (GALLERY_HEIGHT, OFF, downloads, fail, from_log, progress, 
                       take_control, to_log, wire_stop)
 
 
+#: minimum time between two streamed updates: encoding the gallery, plot and filmstrip of each
+#: snapshot for the browser cost more than the sampling steps between snapshots (reports/bench.json)
+UPDATE_INTERVAL_S = 0.3
+
+
 def _layout(studio: Studio) -> SimpleNamespace:
     p0 = get_preset(DEFAULT_PRESET).settings()
     w = SimpleNamespace()
@@ -84,8 +89,11 @@ def build_sample_tab(studio: Studio, session: gr.State) -> None:
                                 robust_k=int(robust or 0)).validate()
             control = Control(get_preset(preset).settings(**req.overrides()))
             take_control(state, control)
-            t0 = time.time()
+            t0, shown = time.time(), 0.0
             for u in studio.sampling.stream(req, control, start):
+                if not u.final and u.step > 0 and time.time() - shown < UPDATE_INTERVAL_S:
+                    continue  # the chains run on; the browser gets at most ~3 updates a second
+                shown = time.time()
                 yield (u.images, curve_figure(u.curve_steps, u.curves), u.filmstrip,
                        progress(u.step, u.total, f"{u.status} — {time.time() - t0:.1f} s"), u.files or None)
         except ValueError as err:

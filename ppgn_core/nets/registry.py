@@ -21,6 +21,8 @@ from .daes import ConvImageDAE, MLPCodeDAE
 from .generators import UpconvGenerator
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
+#: named bundles: the folder under assets/ that holds each one's files and model card
+BUNDLES = {"default": "", "imagenette": "imagenette"}
 CARD_NAME = "model_card.json"
 
 
@@ -116,8 +118,9 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu", class
     """The shipped models (``default``) or the tiny random ones (``tiny``), on ``device``."""
     if name == "tiny":
         return tiny_bundle().to(device)
-    if name != "default":
-        raise ValueError(f"unknown bundle {name!r}: default or tiny")
+    if name not in BUNDLES:
+        raise ValueError(f"unknown bundle {name!r}: {', '.join(BUNDLES)} or tiny")
+    assets = Path(assets) / BUNDLES[name] if BUNDLES[name] else Path(assets)
     card = read_card(assets)
     files = card["files"]
     enc_cfg = card["encoder"]
@@ -135,7 +138,7 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu", class
     if "image_dae" in files:
         image_dae = _load_module(ConvImageDAE(card["image_dae"]["config"]["width"]), assets, files["image_dae"])
     bundle = ModelBundle(
-        name="default", classifier=make_classifier(classifier), encoder=encoder, generator=generator,
+        name=name, classifier=make_classifier(classifier), encoder=encoder, generator=generator,
         code_dae=code_dae, image_dae=image_dae, code_shape=code_shape, code_mean=stats["mean"],
         code_std=stats["std"], code_range=tuple(card["code"]["range"]), image_size=g_cfg["out_size"],
         noise=card.get("joint_noise", {"x": 0.0, "h1": 0.0, "h": 0.0}), card=card)

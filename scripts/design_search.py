@@ -1,0 +1,116 @@
+"""The generator design search, measured on one fixed val subset of the 1,000-class set: each
+variant's reconstructions G(E(x)) of photos it never saw, judged by the robust judge (plain and
+under every transform, precision/recall against real photos), with PSNR and the code cosine.
+
+python scripts/design_search.py --variant "h=block 10, 60 min=checkpoints/generator_1k.safetensors" \
+    --variant "old G (block 15, Imagenette)=assets" --per-class 1 --out reports/design_search
+
+Each --variant is LABEL=PATH: a run folder (checkpoint.pt + config.json), a compact training
+checkpoint (.safetensors with its config), or an assets folder (its model card says E's layers).
+``--from-evaluation LABEL=EVALUATION_JSON=PATH`` takes a variant's reconstruction figures from an
+``evaluate`` report instead of measuring them again (same val photos: ``--recon-per-class``), and
+its facts from PATH.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ppgn_core.data import to_float, val_photos  # noqa: E402
+from ppgn_core.evaluate import RECON_RANKS, Judge, fmt_pct, reconstruction_metrics  # noqa: E402
+from ppgn_core.export import generator_source  # noqa: E402
+from ppgn_core.images import grid  # noqa: E402
+from ppgn_core.judge import real_reference  # noqa: E402
+from ppgn_core.nets.classifiers import LiteEncoder, load_efficientnet_lite  # noqa: E402
+from ppgn_core.nets.generators import UpconvGenerator  # noqa: E402
+from ppgn_core.nets.registry import load_bundle  # noqa: E402
+
+
+def load_variant(path: Path) -> tuple[SimpleNamespace, dict]:
+    """(an object with ``encoder`` and ``generator``, facts about the variant)."""
+    if path.is_dir() and (path / "model_card.json").exists():
+        b = load_bundle("default", assets=path)
+        g = b.card["generator"]
+        return SimpleNamespace(encoder=b.encoder, generator=b.generator), {
+            "h_block": b.card["encoder"]["h_block"], "h1_block": b.card["encoder"]["h1_block"],
+            "code_shape": b.card["code"]["shape"], "steps": g.get("steps_total", g["steps"]),
+            "minutes": g.get("wall_minutes_total", g["wall_minutes"]), "data": b.card["training_data"][:40],
+            "parameters": g["parameters"]}
+    meta, state, step, minutes, _ = generator_source(path)
+    cfg, gcfg = meta["config"], meta["generator"]
+    G = UpconvGenerator(gcfg["code_channels"], gcfg["code_size"], tuple(gcfg["widths"]), gcfg["out_size"])
+    G.load_state_dict(state)
+    E = LiteEncoder(load_efficientnet_lite(cfg["encoder"]), cfg["h_block"], cfg["h1_block"], cfg["size"])
+    for m in (G, E):
+        m.eval().to(memory_format=torch.channels_last)
+    return SimpleNamespace(encoder=E, generator=G), {
+        "h_block": cfg["h_block"], "h1_block": cfg["h1_block"], "code_shape": meta["code_shape"], "steps": step,
+        "minutes": round(minutes, 1), "images_seen": step * cfg["batch"], "data": Path(cfg["data"]).parent.name,
+        "parameters": sum(v.numel() for v in state.values()), "losses": {k: cfg[k] for k in
+                                                                      ("w_img", "w_h1", "w_h", "w_cls", "w_gan")}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variant", action="append", default=[])
+    ap.add_argument("--from-evaluation", action="append", default=[])
+    ap.add_argument("--note", default=None, help="a sentence for the model card under the table")
+    ap.add_argument("--per-class", type=int, default=2, choices=[1, 2])
+    ap.add_argument("--out", default="reports/design_search")
+    args = ap.parse_args()
+    images, labels = val_photos(range(RECON_RANKS.start, RECON_RANKS.start + args.per_class))
+    x = to_float(images)
+    judge = Judge()
+    reference = real_reference(judge)
+    out = Path(args.out)
+    result = {"val_set": f"imagenet-1k-128/val, photo(s) {RECON_RANKS.start + 1}–{RECON_RANKS.start + args.per_class}"
+                         f" of every class: {len(x)} photos of {len(labels.unique())} classes", "variants": {}}
+    report = out.with_suffix(".json")
+    if report.exists():
+        result["variants"] = json.loads(report.read_text()).get("variants", {})
+    rows = [grid(x[:8], nrow=8)]
+    for spec in args.from_evaluation:
+        label, ev, path = spec.split("=", 2)
+        rec = json.loads(Path(ev).read_text())["reconstruction"]
+        if rec["n"] != len(x):
+            raise SystemExit(f"{ev} judged {rec['n']} reconstructions, this table {len(x)}: not the same photos")
+        nets, facts = load_variant(Path(path))
+        result["variants"][label] = {"path": path, "from": ev, **facts, **rec}
+        with torch.no_grad():
+            rows.append(grid(nets.generator(nets.encoder(x[:8])).clamp(0, 1), nrow=8))
+    if args.note:
+        result["note"] = args.note
+    for spec in args.variant:
+        label, path = spec.split("=", 1)
+        nets, facts = load_variant(Path(path))
+        with torch.no_grad():
+            m = reconstruction_metrics(nets, x, judge=judge, labels=labels, reference=reference)
+            rows.append(grid(nets.generator(nets.encoder(x[:8])).clamp(0, 1), nrow=8))
+        result["variants"][label] = {"path": path, **facts, **m}
+        print(label, json.dumps({k: v for k, v in m.items() if k != "robust"}), flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, indent=1))
+    from PIL import Image
+
+    import numpy as np
+
+    Image.fromarray(np.concatenate(rows, axis=0)).save(out.with_name(out.name + "_recon.png"), optimize=True)
+    lines = ["| variant | h | minutes | images seen | PSNR | top-1 | top-5 | robust top-1 | robust top-5 | precision |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, v in result["variants"].items():
+        r = v.get("robust", {})
+        lines.append(f"| {label} | block {v['h_block']} {v['code_shape']} | {v['minutes']} | {v.get('images_seen', '–')} "
+                     f"| {v['psnr_db']:.2f} dB | {fmt_pct(v['judge_top1'])} | {fmt_pct(v['judge_top5'])} "
+                     f"| {fmt_pct(r.get('robust_top1'))} | {fmt_pct(r.get('robust_top5'))} | {fmt_pct(r.get('precision'))} |")
+    out.with_suffix(".md").write_text(result["val_set"] + "\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
