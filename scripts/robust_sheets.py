@@ -11,7 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -11,7 +11,8 @@ from ppgn_core.presets import get_preset
 from ppgn_core.sampler import Control
 from ppgn_core.studio import Studio
 
-from .widgets import GALLERY_HEIGHT, downloads, fail, progress, run_stop_buttons, seed_box, take_control, wire_stop
+from .widgets import (GALLERY_HEIGHT, chains_gallery, downloads, fail, progress, run_stop_buttons, seed_box,
+                      take_control, wire_stop)
 
 
 def _layout(studio: Studio) -> SimpleNamespace:
@@ -31,8 +32,7 @@ def _layout(studio: Studio) -> SimpleNamespace:
             w.run, w.stop = run_stop_buttons("neurons")
         with gr.Column(scale=2):
             w.status = gr.Markdown(elem_id="neurons-status")
-            w.live = gr.Gallery(label="Chains", columns=4, height=GALLERY_HEIGHT, elem_id="neurons-gallery",
-                                object_fit="contain")
+            w.live = chains_gallery("Chains", 4, "neurons-gallery")
             w.sheet = gr.Image(label="Facets: one row per facet, strongest first", elem_id="neurons-sheet")
             w.table = gr.Dataframe(headers=["facet", "samples", "activations (best first)"],
                                    label="Activation of the unit")

@@ -13,7 +13,7 @@ from ppgn_core.presets import DEFAULT_PRESET, PRESETS, get_preset
 from ppgn_core.sampler import MAX_ROBUST_K, Control
 from ppgn_core.studio import Studio
 
-from .widgets import (GALLERY_HEIGHT, OFF, downloads, fail, from_log, progress, run_stop_buttons, seed_box,
+from .widgets import (OFF, chains_gallery, downloads, fail, from_log, progress, run_stop_buttons, seed_box,
                       take_control, to_log, wire_stop)
 
 
@@ -48,8 +48,7 @@ def _layout(studio: Studio) -> SimpleNamespace:
         with gr.Column(scale=2):
             w.status = gr.Markdown(elem_id="sample-status")
             w.live = gr.Markdown(elem_id="sample-live")
-            w.gallery = gr.Gallery(label="Current image of each chain", columns=4, height=GALLERY_HEIGHT,
-                                   elem_id="sample-gallery", format="png", object_fit="contain")
+            w.gallery = chains_gallery("Current image of each chain", 4, "sample-gallery")
             w.plot = gr.Plot(label="p(class) per chain")
             w.film = gr.Image(label="Filmstrip of chain 0 (latest snapshots)", height=140)
             w.files = downloads("Downloads: final images (grid.png), snapshots (progress.png), chain GIF, settings")

@@ -12,7 +12,8 @@ from ppgn_core.presets import DEFAULT_PRESET, get_preset
 from ppgn_core.sampler import Control
 from ppgn_core.studio import Studio
 
-from .widgets import GALLERY_HEIGHT, downloads, fail, progress, run_stop_buttons, seed_box, take_control, wire_stop
+from .widgets import (chains_gallery, downloads, fail, progress, run_stop_buttons, seed_box, take_control,
+                      wire_stop)
 
 
 def _layout(studio: Studio) -> SimpleNamespace:
@@ -29,8 +30,7 @@ def _layout(studio: Studio) -> SimpleNamespace:
             w.run, w.stop = run_stop_buttons("tsne")
         with gr.Column(scale=2):
             w.status = gr.Markdown(elem_id="tsne-status")
-            w.live = gr.Gallery(label="Chains (latest image of each)", columns=6, height=GALLERY_HEIGHT,
-                                elem_id="tsne-gallery", object_fit="contain")
+            w.live = chains_gallery("Chains (latest image of each)", 6, "tsne-gallery")
             w.grid = gr.Image(label="t-SNE grid (one sample per cell; grey crossed cells are empty)",
                               elem_id="tsne-grid")
             w.plot = gr.Plot(label="t-SNE embedding")

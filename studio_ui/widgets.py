@@ -37,6 +37,12 @@ def seed_box() -> gr.Number:
     return gr.Number(0, precision=0, label="seed", minimum=0)
 
 
+def chains_gallery(label: str, columns: int, elem_id: str) -> gr.Gallery:
+    """A gallery of chain images that grows with its items (no row cut in half)."""
+    return gr.Gallery(label=label, columns=columns, height=GALLERY_HEIGHT, elem_id=elem_id, object_fit="contain",
+                      format="png")
+
+
 def downloads(label: str) -> gr.File:
     return gr.File(label=label, file_count="multiple")
 
