@@ -76,6 +76,7 @@ class TrainConfig:
     noise_rel: float = 0.1  # ~10% of the mean |activation| of h1 and h
     dae_sigma: float = 0.1  # R_h: fraction of mean |h|; R_x: absolute, in [0,1] units
     dae_hidden: list[int] = field(default_factory=lambda: [1024, 512, 256])
+    dae_residual: bool = True  # R_h(h) = h + MLP(h) (the Imagenette bundle's R_h was not residual)
     xdae_width: int = 16
     weight_decay: float = 0.0
     log_every: int = 25
@@ -500,7 +501,7 @@ def train_dae(cfg: TrainConfig) -> dict:
         data = cache.h
         stats = code_statistics(data)
         sigma = cfg.dae_sigma * stats["mean_abs"]
-        model: nn.Module = MLPCodeDAE(tuple(data.shape[1:]), tuple(cfg.dae_hidden)).to(device)
+        model: nn.Module = MLPCodeDAE(tuple(data.shape[1:]), tuple(cfg.dae_hidden), cfg.dae_residual).to(device)
     else:
         images, _ = load_folder(cfg.data, cfg.size, cfg.limit, cfg.seed)
         data = torch.cat([images, images.flip(-1)])

@@ -33,7 +33,8 @@ def _layout(studio: Studio) -> SimpleNamespace:
         with gr.Column(scale=2):
             w.status = gr.Markdown(elem_id="neurons-status")
             w.live = chains_gallery("Chains", 4, "neurons-gallery")
-            w.sheet = gr.Image(label="Facets: one row per facet, strongest first", elem_id="neurons-sheet")
+            w.sheet = gr.Image(label="Facets: one row per facet, strongest first", elem_id="neurons-sheet",
+                               format="png")
             w.table = gr.Dataframe(headers=["facet", "samples", "activations (best first)"],
                                    label="Activation of the unit")
             w.top = gr.Gallery(label="Shipped example images that activate the unit most", columns=4,

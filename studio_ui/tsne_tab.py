@@ -32,7 +32,7 @@ def _layout(studio: Studio) -> SimpleNamespace:
             w.status = gr.Markdown(elem_id="tsne-status")
             w.live = chains_gallery("Chains (latest image of each)", 6, "tsne-gallery")
             w.grid = gr.Image(label="t-SNE grid (one sample per cell; grey crossed cells are empty)",
-                              elem_id="tsne-grid")
+                              elem_id="tsne-grid", format="png")
             w.plot = gr.Plot(label="t-SNE embedding")
             w.files = downloads("Download the grid PNG")
     return w

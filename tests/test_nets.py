@@ -78,3 +78,27 @@ def test_torchvision_classifier_loads_from_cache(tmp_path, monkeypatch):
     with torch.no_grad():
         assert clf(x).shape == (1, 1000)
     assert ("layer4.1", 512) in clf.layers()
+
+
+def test_default_and_imagenette_bundles_load_with_their_own_code_layer():
+    from ppgn_core.nets.registry import load_bundle
+
+    new, old = load_bundle("default"), load_bundle("imagenette")
+    assert new.code_shape == (112, 8, 8) and new.encoder.h_block == 10  # the 1,000-class G's code
+    assert old.code_shape == (320, 4, 4) and old.encoder.h_block == 15
+    for b in (new, old):
+        with torch.no_grad():
+            h = b.encoder(torch.rand(1, 3, 128, 128))
+            assert tuple(h.shape[1:]) == b.code_shape
+            assert b.generator(h).shape == (1, 3, 128, 128)
+            assert b.code_dae(h).shape == h.shape
+    with pytest.raises(ValueError, match="unknown bundle"):
+        load_bundle("nope")
+
+
+def test_residual_code_dae_starts_as_the_identity():
+    from ppgn_core.nets.daes import MLPCodeDAE
+
+    h = torch.randn(3, 4, 2, 2)
+    assert torch.equal(MLPCodeDAE((4, 2, 2), (8, 4, 2), residual=True)(h), h)
+    assert not torch.allclose(MLPCodeDAE((4, 2, 2), (8, 4, 2))(h), h)

@@ -133,7 +133,8 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu", class
     stats = load_safetensors_checked(Path(assets) / files["code_stats"]["file"], files["code_stats"].get("sha256"))
     code_dae = image_dae = None
     if "code_dae" in files:
-        code_dae = _load_module(MLPCodeDAE(code_shape, tuple(card["code_dae"]["config"]["hidden"])), assets,
+        dae_cfg = card["code_dae"]["config"]
+        code_dae = _load_module(MLPCodeDAE(code_shape, tuple(dae_cfg["hidden"]), dae_cfg.get("residual", False)), assets,
                                 files["code_dae"])
     if "image_dae" in files:
         image_dae = _load_module(ConvImageDAE(card["image_dae"]["config"]["width"]), assets, files["image_dae"])
