@@ -16,6 +16,7 @@ The inpainting context (Sec. S10) lives in :class:`InpaintContext`.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass
 
@@ -179,10 +180,9 @@ def random_views(x: torch.Tensor, k: int, gen: torch.Generator, blur_sigma: floa
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         v = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         if blur_sigma > 0:
-            import torchvision.transforms.v2.functional as TF
+            from .priors import gaussian_blur
 
-            ks = 2 * int(round(3 * blur_sigma)) + 1
-            v = TF.gaussian_blur(v, kernel_size=[ks, ks], sigma=[blur_sigma, blur_sigma])
+            v = gaussian_blur(v, blur_sigma)
         views.append(v)
     return views
 
@@ -243,24 +243,24 @@ class InpaintContext:
 
 # ----------------------------------------------------------------------------- class names
 
-_CATEGORIES: list[str] = []
-
-
 def imagenet_categories() -> list[str]:
     """The 1000 ImageNet class names in torchvision's order, from torchvision's weight metadata
     (``torchvision/models/_meta.py``, read offline). Only that file is loaded: importing
     ``torchvision.models`` pulls in torch._dynamo and took 1.7 s of the app's launch."""
-    if not _CATEGORIES:
-        import importlib.util
-        from pathlib import Path
+    return list(_torchvision_categories())
 
-        spec = importlib.util.find_spec("torchvision")  # locates the package without importing it
-        meta = Path(spec.submodule_search_locations[0]) / "models" / "_meta.py"
-        mod_spec = importlib.util.spec_from_file_location("_torchvision_meta", meta)
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-        _CATEGORIES.extend(module._IMAGENET_CATEGORIES)
-    return list(_CATEGORIES)
+
+@functools.lru_cache(maxsize=1)
+def _torchvision_categories() -> tuple[str, ...]:
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("torchvision")  # locates the package without importing it
+    meta = Path(spec.submodule_search_locations[0]) / "models" / "_meta.py"
+    mod_spec = importlib.util.spec_from_file_location("_torchvision_meta", meta)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return tuple(module._IMAGENET_CATEGORIES)
 
 
 def _norm(name: str) -> str:

@@ -8,6 +8,7 @@ evaluation never decode WebP twice.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -59,22 +60,14 @@ def read_classes(tsv: str | os.PathLike) -> dict[str, int]:
     return table
 
 
-def _classes_near(path: Path) -> dict[str, int]:
-    """The classes.tsv of the data set that holds ``path`` (searched upwards, two levels)."""
-    for parent in list(path.parents)[:3]:
+@functools.lru_cache(maxsize=64)
+def _classes_near(folder: Path) -> dict[str, int]:
+    """The classes.tsv of the data set that holds ``folder`` (it or its two parents), read once."""
+    for parent in [folder, *list(folder.parents)[:2]]:
         tsv = parent / CLASSES_FILE
         if tsv.is_file():
-            return _read_classes_cached(str(tsv))
+            return read_classes(tsv)
     return IMAGENETTE_INDEX
-
-
-_CLASS_TABLES: dict[str, dict[str, int]] = {}
-
-
-def _read_classes_cached(tsv: str) -> dict[str, int]:
-    if tsv not in _CLASS_TABLES:
-        _CLASS_TABLES[tsv] = read_classes(tsv)
-    return _CLASS_TABLES[tsv]
 
 
 def label_of(path: Path) -> int:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .conditions import ClassCondition, imagenet_categories
 from .data import DEFAULT_DATA_ROOT, load_folder, to_float, val_photos
 from .judge import (HEADLINE, RealReference, RobustJudge, per_sample, real_reference, robust_report, saturation,
-                    strip_private)
+                    strip_private, topk_hits)
 from .nets.registry import ModelBundle
 from .presets import build_sampler
 
@@ -121,10 +121,9 @@ class Judge(RobustJudge):
              logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Top-1/top-5 hits on ``targets``; pass ``logits`` already computed for ``images`` to skip the pass."""
         logits = self.logits(images) if logits is None else logits
-        top5 = logits.topk(5, dim=1).indices
         t = targets.view(-1, 1)
-        return {"top1": top5[:, :1].eq(t).any(1), "top5": top5.eq(t).any(1),
-                "p_target": F.softmax(logits, 1).gather(1, t).squeeze(1), "pred": top5[:, 0]}
+        return topk_hits(logits, targets) | {"p_target": F.softmax(logits, 1).gather(1, t).squeeze(1),
+                                             "pred": logits.argmax(1)}
 
 
 def real_image_accuracy(judge: Judge, root: Path = DEFAULT_DATA_ROOT / "val", limit: int | None = 500,
@@ -210,14 +209,15 @@ def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], 
 def judge_summary(judge: Judge, run: PresetRun, logits: torch.Tensor | None = None,
                   reference: RealReference | None = None) -> dict:
     """The judge's figures on a run's final samples; with a real ``reference``, also the robust
-    judge's report (``robust``; headline ``robust_top1``, ``precision``) and per-sample robust hits."""
+    judge's report (``robust``; headline ``robust_top1``, ``precision``) and per-sample robust hits;
+    ``_features`` holds the judge's pooled features of the samples (dropped before JSON)."""
     extra: dict = {}
     if reference is not None:
         rob = robust_report(judge, run.images, run.targets, reference)
         logits = rob["_logits"]["plain"]
         extra = {"robust": strip_private(rob), "robust_top1": rob["robust_top1"], "robust_top5": rob["robust_top5"],
                  "precision": rob["precision"], "recall": rob["recall"],
-                 "per_sample_robust_top1": per_sample(rob, run.targets)}
+                 "per_sample_robust_top1": per_sample(rob, run.targets), "_features": rob["_logits"]["features"]}
     h = judge.hits(run.images, run.targets, logits)
     return extra | {"preset": run.preset, "n": int(len(run.targets)), "judge_top1": float(h["top1"].float().mean()),
             "judge_top5": float(h["top5"].float().mean()),
@@ -375,8 +375,8 @@ def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[i
     for p in presets:
         run = run_preset_on_classes(bundle, p, classes, chains, steps, seed, snapshot_every, device,
                                     (overrides or {}).get(p), batch)
-        feats = judge.features(run.images)
         summary = judge_summary(judge, run, reference=reference)
+        feats = summary.pop("_features")  # from the same pass as the robust report
         summary.update(diversity(run, chains))
         groups = [torch.arange(k, min(k + chains, len(run.images))) for k in range(0, len(run.images), chains)]
         summary["feature_spread"] = feature_spread(feats, groups) / scale

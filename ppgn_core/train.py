@@ -236,7 +236,7 @@ class CodeScales:
     def of(cls, cache: CodeCache) -> "CodeScales":
         pick = torch.linspace(0, len(cache) - 1, min(len(cache), 4096)).long()  # a fixed subset
         h, h1 = cache.h[pick].float(), cache.h1[pick].float()
-        return cls(h.var().item(), h1.var().item(), h1.abs().mean().item(), code_statistics(cache.h))
+        return cls(h.var().item(), h1.var().item(), h1.abs().mean().item(), code_statistics(h))
 
 
 def generator_losses(cfg: TrainConfig, encoder: LiteEncoder, D: nn.Module, x_fake: torch.Tensor,

@@ -120,7 +120,7 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu", class
         return tiny_bundle().to(device)
     if name not in BUNDLES:
         raise ValueError(f"unknown bundle {name!r}: {', '.join(BUNDLES)} or tiny")
-    assets = Path(assets) / BUNDLES[name] if BUNDLES[name] else Path(assets)
+    assets = Path(assets) / BUNDLES[name]
     card = read_card(assets)
     files = card["files"]
     enc_cfg = card["encoder"]

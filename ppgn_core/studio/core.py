@@ -90,18 +90,3 @@ class StudioCore:
         f = acts[layer]
         return (f.flatten(2).mean(2) if f.dim() == 4 else f.flatten(1)).cpu()
 
-
-class Studio(StudioCore):
-    """The core plus one workflow per tab: ``sampling``, ``neurons``, ``tsne``, ``inpainting``."""
-
-    def __init__(self, bundle: ModelBundle, device: str = "cpu", workdir: str | None = None):
-        from .inpainting import InpaintWorkflow
-        from .neurons import NeuronWorkflow
-        from .sampling import SamplingWorkflow
-        from .tsne import TsneWorkflow
-
-        super().__init__(bundle, device, workdir)
-        self.sampling = SamplingWorkflow(self)
-        self.neurons = NeuronWorkflow(self)
-        self.tsne = TsneWorkflow(self)
-        self.inpainting = InpaintWorkflow(self)

@@ -71,7 +71,8 @@ def pick_distinct(features: np.ndarray, chain: np.ndarray, fraction: float = 0.5
     ``fraction`` × (the median distance between samples of different chains) from the chain's last
     kept sample, so that consecutive near-copies do not fill the embedding and it shows the class's
     modes rather than the chains. With one chain, the median over all pairs is used."""
-    d = np.linalg.norm(features[:, None] - features[None], axis=-1)
+    f = torch.as_tensor(features, dtype=torch.float32)
+    d = torch.cdist(f, f).numpy()  # N×N (an N×N×D difference array would not fit for long runs)
     other = chain[:, None] != chain[None]
     pairs = d[other] if other.any() else d[np.triu_indices(len(d), 1)]
     tau = fraction * float(np.median(pairs)) if len(pairs) else 0.0
