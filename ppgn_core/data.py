@@ -149,8 +149,13 @@ def cached_images(root: str | os.PathLike, size: int = 128, limit: int | None = 
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = img_path.with_name(img_path.name + ".tmp")
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
-        for i, f in enumerate(files):
-            arr[i] = load_rgb(f, size).transpose(2, 0, 1)
+        from concurrent.futures import ThreadPoolExecutor
+
+        def decode(i: int) -> None:  # PIL releases the GIL while it decodes: threads use every core
+            arr[i] = load_rgb(files[i], size).transpose(2, 0, 1)
+
+        with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+            list(pool.map(decode, range(len(files))))
         arr.flush()
         del arr
         np.save(lab_path, np.array([label_of(f) for f in files], dtype=np.int64))

@@ -89,6 +89,8 @@ class TrainConfig:
     init_generator: str | None = None  # start G from these safetensors weights (e.g. assets/generator.safetensors)
     resume: str | None = None  # compact fp16 checkpoint (safetensors) to continue from and keep updated
     resume_ramp: int = 200  # steps of linear lr ramp after a compact resume (Adam's state is not kept)
+    amp: bool = False  # bf16 autocast and channels-last convolutions (meant for GPUs; slow on CPUs without bf16)
+    decay_minutes: float = 0.0  # with max_minutes: lr falls linearly to 10% over the run's last minutes
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -130,9 +132,14 @@ class CodeCache:
     def __len__(self) -> int:
         return len(self.h)
 
+    def to(self, device: torch.device) -> "CodeCache":
+        """The whole cache in ``device`` memory (on a GPU: no host gather or copy per step)."""
+        return CodeCache(self.images.to(device), self.labels.to(device), self.h.to(device), self.h1.to(device))
+
     def photos(self, idx: torch.Tensor) -> torch.Tensor:
         """Items ``idx`` as float images in [0, 1] (mirrored where idx ≥ N)."""
         n = len(self.images)
+        idx = idx.to(self.images.device)
         x = to_float(self.images[idx % n])
         flip = idx >= n
         if flip.any():
@@ -204,7 +211,7 @@ class CsvLog:
 # ----------------------------------------------------------------------------- generator
 
 GEN_FIELDS = ["step", "minutes", "phase", "loss_img", "loss_h1", "loss_h", "loss_cls", "loss_gan_g", "loss_d",
-              "d_paused", "g_gan_paused", "psnr"]
+              "d_paused", "g_gan_paused", "psnr", "lr"]
 
 
 def class_output_loss(encoder: LiteEncoder, h_fake: torch.Tensor, h_real: torch.Tensor) -> torch.Tensor:
@@ -277,10 +284,13 @@ def generator_losses(cfg: TrainConfig, encoder: LiteEncoder, D: nn.Module, x_fak
     return loss, row
 
 
-def discriminator_step(D: nn.Module, opt_d, x_real: torch.Tensor, x_fake: torch.Tensor, paused: bool) -> float:
-    """One D update on real vs. G's images (one forward, one backward, for DDP); returns L_D."""
+def discriminator_step(D: nn.Module, opt_d, x_real: torch.Tensor, x_fake: torch.Tensor, paused: bool,
+                       amp: bool = False) -> float:
+    """One D update on real vs. G's images (one forward, one backward, for DDP); returns L_D.
+    ``amp``: the forward pass in bf16 autocast."""
     n = len(x_real)
-    logits = D(torch.cat([x_real, x_fake.detach()]))
+    with torch.autocast(x_real.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = D(torch.cat([x_real, x_fake.detach()])).float()
     targets = torch.cat([torch.ones(n), torch.zeros(n)]).to(x_real.device)
     loss_d = 2 * F.binary_cross_entropy_with_logits(logits, targets)  # = BCE(real) + BCE(fake), batch means
     opt_d.zero_grad(set_to_none=True)
@@ -324,11 +334,16 @@ def _restore(cfg: TrainConfig, out: Path, G: nn.Module, D: nn.Module, opt_g, opt
     return RunState()
 
 
-def _learning_rate(cfg: TrainConfig, st: RunState) -> float:
+def _learning_rate(cfg: TrainConfig, st: RunState, minutes_now: float | None = None) -> float:
+    """Warm-up lr, then a linear ramp after a compact resume, then (``decay_minutes`` with
+    ``max_minutes``) a linear fall to 10% over the run's last minutes."""
     if st.step < cfg.warmup_steps:
         return cfg.warmup_lr
     if st.ramp_from is not None and st.step - st.ramp_from < cfg.resume_ramp:
         return cfg.lr * (st.step - st.ramp_from + 1) / cfg.resume_ramp
+    if cfg.decay_minutes > 0 and cfg.max_minutes is not None and minutes_now is not None:
+        left = cfg.max_minutes - minutes_now
+        return cfg.lr * min(1.0, max(0.1, left / cfg.decay_minutes))
     return cfg.lr
 
 
@@ -358,8 +373,14 @@ def train_generator(cfg: TrainConfig) -> dict:
             cache = build_code_cache(cfg, encoder, device)
     scales = CodeScales.of(cache)
     code_shape = tuple(cache.h.shape[1:])
+    if device.type == "cuda":
+        cache = cache.to(device)  # a few GB: every batch is gathered on the GPU
+        torch.backends.cudnn.benchmark = True
     G = _build_generator(cfg, code_shape).to(device)
     D = Discriminator(cfg.size).to(device)
+    if cfg.amp:
+        for net in (G, D, encoder):
+            net.to(memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     st = _restore(cfg, out, G, D, opt_g, opt_d)
@@ -394,18 +415,23 @@ def train_generator(cfg: TrainConfig) -> dict:
         h = cache.h[idx].float().to(device)
         h1_real = cache.h1[idx].float().to(device)
         warm = st.step < cfg.warmup_steps
-        for group in opt_g.param_groups:
-            group["lr"] = _learning_rate(cfg, st)
+        lr = _learning_rate(cfg, st, minutes_before + (time.time() - t0) / 60)
+        for opt in (opt_g, opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr if opt is opt_g or not warm else cfg.lr
         h_in = h
         if cfg.noise and not warm:
             h_in = h + torch.randn(h.shape, generator=gen).to(device) * cfg.noise_rel * scales.h_stats["mean_abs"]
-        x_fake = G(h_in)
-        loss_g, row = generator_losses(cfg, encoder, Dm, x_fake, x_real, h, h1_real, scales, gen, warm, st.r)
+        if cfg.amp:
+            x_real = x_real.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            x_fake = G(h_in)
+            loss_g, row = generator_losses(cfg, encoder, Dm, x_fake, x_real, h, h1_real, scales, gen, warm, st.r)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
         if not warm and cfg.w_gan > 0:
-            row["loss_d"] = discriminator_step(D, opt_d, x_real, x_fake, bool(row["d_paused"]))
+            row["loss_d"] = discriminator_step(D, opt_d, x_real, x_fake, bool(row["d_paused"]), cfg.amp)
             pair = torch.tensor([row["loss_d"], row["loss_gan_g"]])  # same r on every rank
             if world > 1:
                 dist.all_reduce(pair)
@@ -417,7 +443,8 @@ def train_generator(cfg: TrainConfig) -> dict:
         last = row
         if rank == 0 and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
             row["minutes"] = round(minutes_before + (time.time() - t0) / 60, 3)
-            row["psnr"] = round(psnr(x_fake.detach(), x_real), 3)
+            row["psnr"] = round(psnr(x_fake.detach().float(), x_real), 3)
+            row["lr"] = lr
             log.write(row)
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)
@@ -426,7 +453,7 @@ def train_generator(cfg: TrainConfig) -> dict:
                 G.eval()
                 rec = Gm(cache.h[fixed].float().to(device))
                 G.train()
-            _save_grid(torch.cat([cache.photos(fixed).to(device), rec]), out / f"recon_{st.step:06d}.png", len(fixed))
+            _save_grid(torch.cat([cache.photos(fixed).to(device), rec.float()]), out / f"recon_{st.step:06d}.png", len(fixed))
         if rank == 0 and (st.step % cfg.ckpt_every == 0 or st.step == cfg.steps):
             save()
     if rank == 0:
@@ -454,8 +481,8 @@ def save_compact_checkpoint(path: Path, G: nn.Module, D: nn.Module, st: RunState
     restarts Adam with a short learning-rate ramp instead)."""
     from safetensors.torch import save_file
 
-    tensors = {f"G.{k}": v.detach().half().contiguous() for k, v in G.state_dict().items()}
-    tensors.update({f"D.{k}": v.detach().half().contiguous() for k, v in D.state_dict().items()})
+    tensors = {f"G.{k}": v.detach().half().contiguous().cpu() for k, v in G.state_dict().items()}
+    tensors.update({f"D.{k}": v.detach().half().contiguous().cpu() for k, v in D.state_dict().items()})
     info = {"step": str(st.step), "minutes": f"{st.minutes:.3f}", "r": f"{st.r:.6g}", "meta": json.dumps(meta)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

