@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", default=None, help="JSON of the loss ablation (scripts/ablation.py) for the card")
     p.add_argument("--extends-shipped-run", action="store_true",
                    help="the generator run resumed the shipped G's own checkpoint: keep the card's lineage")
+    p.add_argument("--data", default=None,
+                   help="the training photos on this machine, when the run was trained elsewhere (e.g. a lent GPU)")
+    p.add_argument("--cache", default=None, help="cache folder for their codes (with --data)")
     p = sub.add_parser("bench", help="ms per sampling step per preset, and the networks' floor")
     p.add_argument("--quick", action="store_true", help="two presets, 1 chain, few repeats")
     p.add_argument("--app", action="store_true",
@@ -300,7 +303,8 @@ def _run_export(args) -> int:
     from .judge import real_reference
     from .nets.registry import load_bundle
 
-    card = export(args.generator, args.hdae, args.xdae, note=args.note, extends_shipped_run=args.extends_shipped_run)
+    card = export(args.generator, args.hdae, args.xdae, note=args.note, extends_shipped_run=args.extends_shipped_run,
+                  data=args.data, cache=args.cache)
     if args.val_images:
         per_class = 1 if args.val_images <= 1000 else 2  # a subset over all classes, not the first classes
         images, labels = val_photos(range(RECON_RANKS.start, RECON_RANKS.start + per_class))

@@ -84,8 +84,12 @@ def _add_totals(g: dict, steps: int, minutes: float, before: dict, include_shipp
 
 def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None = None,
            assets: Path = ASSETS, metrics: dict | None = None, note: str | None = None,
-           extends_shipped_run: bool = False) -> dict:
+           extends_shipped_run: bool = False, data: str | None = None, cache: str | None = None) -> dict:
     """Write the shipped weights and model card; returns the card.
+
+    ``data``/``cache``: where the training photos and their codes are on this machine, when the
+    run was trained elsewhere (a lent GPU; its paths are in the checkpoint's config). The code
+    statistics are computed from E's codes of these photos.
 
     ``extends_shipped_run``: the generator run resumed the checkpoint of the run that made the
     shipped G (its steps and minutes include that run's), so the card keeps the earlier lineage.
@@ -93,7 +97,13 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
     assets = Path(assets)
     assets.mkdir(parents=True, exist_ok=True)
     gmeta, g_state, g_step, g_minutes, g_losses = generator_source(generator_run)
-    gcfg = gmeta["config"]
+    gcfg = dict(gmeta["config"])
+    if data is not None:
+        gcfg["data"] = data
+    if cache is not None:
+        gcfg["cache"] = cache
+    if not Path(gcfg["data"]).is_dir():
+        raise FileNotFoundError(f"the run's training photos are not here: {gcfg['data']} (name them with --data)")
     files: dict = {"generator": _save_fp16(g_state, assets / "generator.safetensors")}
     from .nets.classifiers import LiteEncoder, load_efficientnet_lite
     from .train import TrainConfig, build_code_cache
@@ -195,7 +205,7 @@ def write_card_markdown(card: dict, path: Path) -> None:
     g = card["generator"]
     lines = [
         "# PPGN Studio default models", "",
-        "Trained by this project's own code (`python -m ppgn_core train …`) on the CPU.", "",
+        "Trained by this project's own code (`python -m ppgn_core train …`); where, and for how long, below.", "",
         f"**Training data.** {card['training_data']}", "",
         f"**Encoder E / code h.** {card['encoder']['description']}; code shape {card['code']['shape']}, "
         f"clamp range [{card['code']['range'][0]:.3f}, {card['code']['range'][1]:.3f}].", "",
@@ -212,7 +222,7 @@ def write_card_markdown(card: dict, path: Path) -> None:
         c = g["continued_from"]
         lines += [f"Continued from the previously shipped G ({c['steps']} steps, {c['wall_minutes']} min, "
                   f"losses {c.get('losses', '?')}); in all {g['steps_total']} steps in {g['wall_minutes_total']} "
-                  "minutes of CPU training." + (f" Earlier run: {c['note']}" if c.get("note") else ""), ""]
+                  "minutes of training." + (f" Earlier run: {c['note']}" if c.get("note") else ""), ""]
     for key, title in (("code_dae", "Code DAE R_h (PPGN-h)"), ("image_dae", "Image DAE R_x (PPGN-x)")):
         if key in card:
             d = card[key]

@@ -416,9 +416,8 @@ def train_generator(cfg: TrainConfig) -> dict:
         h1_real = cache.h1[idx].float().to(device)
         warm = st.step < cfg.warmup_steps
         lr = _learning_rate(cfg, st, minutes_before + (time.time() - t0) / 60)
-        for opt in (opt_g, opt_d):
-            for group in opt.param_groups:
-                group["lr"] = lr if opt is opt_g or not warm else cfg.lr
+        for group in [*opt_g.param_groups, *opt_d.param_groups]:  # D is not stepped in the warm-up
+            group["lr"] = lr
         h_in = h
         if cfg.noise and not warm:
             h_in = h + torch.randn(h.shape, generator=gen).to(device) * cfg.noise_rel * scales.h_stats["mean_abs"]

@@ -61,6 +61,9 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--from-evaluation", action="append", default=[])
     ap.add_argument("--note", default=None, help="a sentence for the model card under the table")
+    ap.add_argument("--facts", action="append", default=[],
+                    help="LABEL=JSON: facts that the checkpoint cannot tell (e.g. images seen over stages of "
+                         "different batch sizes, minutes on different machines)")
     ap.add_argument("--per-class", type=int, default=2, choices=[1, 2])
     ap.add_argument("--out", default="reports/design_search")
     args = ap.parse_args()
@@ -75,6 +78,12 @@ def main() -> None:
     if report.exists():
         result["variants"] = json.loads(report.read_text()).get("variants", {})
     rows = [grid(x[:8], nrow=8)]
+    fresh = {spec.split("=", 1)[0] for spec in args.variant + args.from_evaluation}
+    for label, v in result["variants"].items():  # earlier variants keep their row in the picture
+        if label not in fresh and Path(v["path"]).exists():
+            nets, _ = load_variant(Path(v["path"]))
+            with torch.no_grad():
+                rows.append(grid(nets.generator(nets.encoder(x[:8])).clamp(0, 1), nrow=8))
     for spec in args.from_evaluation:
         label, ev, path = spec.split("=", 2)
         rec = json.loads(Path(ev).read_text())["reconstruction"]
@@ -94,6 +103,9 @@ def main() -> None:
             rows.append(grid(nets.generator(nets.encoder(x[:8])).clamp(0, 1), nrow=8))
         result["variants"][label] = {"path": path, **facts, **m}
         print(label, json.dumps({k: v for k, v in m.items() if k != "robust"}), flush=True)
+    for spec in args.facts:
+        label, facts = spec.split("=", 1)
+        result["variants"][label].update(json.loads(facts))
     out.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(result, indent=1))
     from PIL import Image

@@ -197,3 +197,35 @@ def test_merging_runs_of_another_protocol_is_refused(tmp_path):
                           "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "differ in steps" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_paired_sign_test_over_seeds(tmp_path):
+    """scripts/paired_test.py pairs samples by seed and index, counts discordant pairs and gives
+    the exact two-sided sign test; runs that differ in seed or classes are refused."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("paired_test", Path("scripts/paired_test.py").resolve())
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.sign_test(5, 5) == 1.0
+    assert abs(mod.sign_test(0, 10) - 2 / 1024) < 1e-12  # all ten discordant pairs one way
+    assert abs(mod.sign_test(10, 0) - mod.sign_test(0, 10)) < 1e-12
+
+    def report(name, seed, hits, classes=("a", "b")):
+        d = tmp_path / f"{name}_{seed}_{''.join(classes)}"
+        d.mkdir()
+        (d / "evaluation.json").write_text(json.dumps(
+            {"classes": list(classes), "chains_per_class": 2, "steps": 60, "seed": seed,
+             "presets": {name: {"per_sample_robust_top1": hits}}}))
+        return d
+
+    a = [report("joint", 0, [1, 0, 1, 0]), report("joint", 1, [1, 1, 1, 0])]
+    b = [report("dgn", 0, [0, 0, 1, 1]), report("dgn", 1, [0, 0, 1, 0])]
+    result = mod.compare(a, b)
+    assert result["total"] == {"a": 5, "b": 3, "only_a": 3, "only_b": 1, "n": 8, "p": mod.sign_test(3, 1)}
+    assert [r["only_a"] for r in result["per_seed"]] == [1, 2]
+    with pytest.raises(ValueError, match="seed"):
+        mod.compare([a[0]], [b[1]])
+    with pytest.raises(ValueError, match="classes"):
+        mod.compare([a[0]], [report("dgn", 0, [0, 0, 1, 1], classes=("a", "c"))])

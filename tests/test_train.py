@@ -277,3 +277,22 @@ def test_lite_weights_can_come_from_a_named_file(tmp_path, monkeypatch):
     monkeypatch.delenv("PPGN_LITE0_WEIGHTS")
     full = load_efficientnet_lite(0).forward_to(x, 10)
     assert (half - full).norm() / full.norm() < 1e-2  # fp16-rounded weights: the same encoder
+
+
+def test_export_of_a_run_trained_elsewhere_names_the_photos_here(tiny_folder, tmp_path):
+    """A run trained on a lent GPU carries that machine's paths in its config: export refuses
+    them with a clear error and takes --data/--cache for the code statistics instead."""
+    import shutil
+
+    from ppgn_core.export import export
+
+    away = tmp_path / "away"
+    shutil.copytree(tiny_folder, away)
+    ck = tmp_path / "g.safetensors"
+    run(_cfg(away, tmp_path / "run", cache=str(tmp_path / "cache_away"), steps=2, resume=str(ck)))
+    shutil.rmtree(away)  # the device machine's folders are not here
+    with pytest.raises(FileNotFoundError, match="--data"):
+        export(str(ck), assets=tmp_path / "assets")
+    card = export(str(ck), assets=tmp_path / "assets", data=str(tiny_folder), cache=str(tmp_path / "cache_here"))
+    assert card["generator"]["steps"] == 2 and (tmp_path / "assets" / "code_stats.safetensors").exists()
+    assert any((tmp_path / "cache_here").iterdir())

@@ -1,0 +1,97 @@
+"""Paired comparison of two presets under the robust judge, over several seeds: a sign test.
+
+Each run is an ``evaluate`` report (evaluation.json) of one preset; runs are paired by seed and
+must share classes, chains and steps (so sample i of one run has the same class and chain index
+as sample i of the other). Per sample, the robust (down2) top-1 hit of A and of B; the sign test
+counts the samples that only A hits against those only B hits (exact two-sided binomial, p = 1/2).
+
+    python scripts/paired_test.py --a reports/paper20_s0_joint reports/paper20_s1_joint … \
+        --b reports/paper20_s0_dgn reports/paper20_s1_dgn … --out reports/paired_paper20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+KEYS = ("classes", "chains_per_class", "steps")
+
+
+def sign_test(only_a: int, only_b: int) -> float:
+    """Exact two-sided sign test: the chance of a split at least this uneven if either side were
+    equally likely to win each discordant pair."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _one_preset(path: Path) -> tuple[dict, str, dict]:
+    report = json.loads((path / "evaluation.json").read_text() if path.is_dir() else path.read_text())
+    if len(report["presets"]) != 1:
+        raise ValueError(f"{path}: expected a report of one preset, got {list(report['presets'])}")
+    name, preset = next(iter(report["presets"].items()))
+    return report, name, preset
+
+
+def compare(runs_a: list[Path], runs_b: list[Path]) -> dict:
+    if len(runs_a) != len(runs_b) or not runs_a:
+        raise ValueError("give as many runs of A as of B (one pair per seed)")
+    rows, total = [], {"a": 0, "b": 0, "only_a": 0, "only_b": 0, "n": 0}
+    names = set()
+    for pa, pb in zip(runs_a, runs_b):
+        ra, na, a = _one_preset(pa)
+        rb, nb, b = _one_preset(pb)
+        names.add((na, nb))
+        for key in (*KEYS, "seed"):
+            if ra[key] != rb[key]:
+                raise ValueError(f"{pa} and {pb} differ in {key}: {ra[key]!r} vs {rb[key]!r}")
+        ha, hb = a["per_sample_robust_top1"], b["per_sample_robust_top1"]
+        if len(ha) != len(hb):
+            raise ValueError(f"{pa} and {pb} hold different numbers of samples")
+        row = {"seed": ra["seed"], "n": len(ha), "a": sum(ha), "b": sum(hb),
+               "only_a": sum(1 for x, y in zip(ha, hb) if x and not y),
+               "only_b": sum(1 for x, y in zip(ha, hb) if y and not x)}
+        row["p"] = sign_test(row["only_a"], row["only_b"])
+        rows.append(row)
+        for k in total:
+            total[k] += row[k]
+    if len(names) != 1:
+        raise ValueError(f"the runs are not of one pair of presets: {sorted(names)}")
+    total["p"] = sign_test(total["only_a"], total["only_b"])
+    (na, nb), = names
+    return {"a": na, "b": nb, "classes": ra["classes"], "chains_per_class": ra["chains_per_class"],
+            "steps": ra["steps"], "metric": "robust (down2) judge top-1, per sample", "per_seed": rows,
+            "total": total}
+
+
+def markdown(result: dict) -> str:
+    a, b = result["a"], result["b"]
+    lines = [f"# {a} vs {b}: robust top-1, paired by sample, sign test", "",
+             f"{len(result['classes'])} classes × {result['chains_per_class']} chains × {result['steps']} steps per seed.", "",
+             f"| seed | samples | {a} hits | {b} hits | only {a} | only {b} | sign test p |", "|---|---|---|---|---|---|---|"]
+    for r in [*result["per_seed"], {**result["total"], "seed": "all"}]:
+        lines.append(f"| {r['seed']} | {r['n']} | {r['a']} ({r['a'] / r['n']:.1%}) | {r['b']} ({r['b'] / r['n']:.1%}) "
+                     f"| {r['only_a']} | {r['only_b']} | {r['p']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--a", nargs="+", type=Path, required=True, help="reports of preset A, one per seed")
+    ap.add_argument("--b", nargs="+", type=Path, required=True, help="reports of preset B, same seeds, same order")
+    ap.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    args = ap.parse_args()
+    result = compare(args.a, args.b)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
