@@ -334,6 +334,28 @@ def _restore(cfg: TrainConfig, out: Path, G: nn.Module, D: nn.Module, opt_g, opt
     return RunState()
 
 
+def _place_on_device(cfg: TrainConfig, device: torch.device, cache: CodeCache, nets: tuple[nn.Module, ...]) -> CodeCache:
+    """On a GPU the whole cache moves into its memory (a few GB: every batch is gathered there);
+    with ``amp`` the networks use channels-last convolutions."""
+    if device.type == "cuda":
+        cache = cache.to(device)
+        torch.backends.cudnn.benchmark = True
+    if cfg.amp:
+        for net in nets:
+            net.to(memory_format=torch.channels_last)
+    return cache
+
+
+@torch.no_grad()
+def _save_reconstructions(G: nn.Module, cache: CodeCache, fixed: torch.Tensor, path: Path) -> None:
+    """A grid of fixed training photos (top) and G's reconstructions of them from their codes."""
+    device = next(G.parameters()).device
+    G.eval()
+    rec = G(cache.h[fixed.to(cache.h.device)].float().to(device)).float()
+    G.train()
+    _save_grid(torch.cat([cache.photos(fixed).to(device), rec]), path, len(fixed))
+
+
 def _learning_rate(cfg: TrainConfig, st: RunState, minutes_now: float | None = None) -> float:
     """Warm-up lr, then a linear ramp after a compact resume, then (``decay_minutes`` with
     ``max_minutes``) a linear fall to 10% over the run's last minutes."""
@@ -373,14 +395,9 @@ def train_generator(cfg: TrainConfig) -> dict:
             cache = build_code_cache(cfg, encoder, device)
     scales = CodeScales.of(cache)
     code_shape = tuple(cache.h.shape[1:])
-    if device.type == "cuda":
-        cache = cache.to(device)  # a few GB: every batch is gathered on the GPU
-        torch.backends.cudnn.benchmark = True
     G = _build_generator(cfg, code_shape).to(device)
     D = Discriminator(cfg.size).to(device)
-    if cfg.amp:
-        for net in (G, D, encoder):
-            net.to(memory_format=torch.channels_last)
+    cache = _place_on_device(cfg, device, cache, (G, D, encoder))
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     st = _restore(cfg, out, G, D, opt_g, opt_d)
@@ -448,11 +465,7 @@ def train_generator(cfg: TrainConfig) -> dict:
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)
         if rank == 0 and (st.step % cfg.image_every == 0 or st.step == cfg.steps):
-            with torch.no_grad():
-                G.eval()
-                rec = Gm(cache.h[fixed].float().to(device))
-                G.train()
-            _save_grid(torch.cat([cache.photos(fixed).to(device), rec.float()]), out / f"recon_{st.step:06d}.png", len(fixed))
+            _save_reconstructions(Gm, cache, fixed, out / f"recon_{st.step:06d}.png")
         if rank == 0 and (st.step % cfg.ckpt_every == 0 or st.step == cfg.steps):
             save()
     if rank == 0:
