@@ -284,12 +284,17 @@ def generator_losses(cfg: TrainConfig, encoder: LiteEncoder, D: nn.Module, x_fak
     return loss, row
 
 
+def mixed_precision(device: torch.device, amp: bool):
+    """bf16 autocast on ``device`` when ``amp`` (--amp), else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+
 def discriminator_step(D: nn.Module, opt_d, x_real: torch.Tensor, x_fake: torch.Tensor, paused: bool,
                        amp: bool = False) -> float:
     """One D update on real vs. G's images (one forward, one backward, for DDP); returns L_D.
     ``amp``: the forward pass in bf16 autocast."""
     n = len(x_real)
-    with torch.autocast(x_real.device.type, dtype=torch.bfloat16, enabled=amp):
+    with mixed_precision(x_real.device, amp):
         logits = D(torch.cat([x_real, x_fake.detach()])).float()
     targets = torch.cat([torch.ones(n), torch.zeros(n)]).to(x_real.device)
     loss_d = 2 * F.binary_cross_entropy_with_logits(logits, targets)  # = BCE(real) + BCE(fake), batch means
@@ -440,7 +445,7 @@ def train_generator(cfg: TrainConfig) -> dict:
             h_in = h + torch.randn(h.shape, generator=gen).to(device) * cfg.noise_rel * scales.h_stats["mean_abs"]
         if cfg.amp:
             x_real = x_real.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+        with mixed_precision(device, cfg.amp):
             x_fake = G(h_in)
             loss_g, row = generator_losses(cfg, encoder, Dm, x_fake, x_real, h, h1_real, scales, gen, warm, st.r)
         opt_g.zero_grad(set_to_none=True)

@@ -56,6 +56,12 @@ def load_variant(path: Path) -> tuple[SimpleNamespace, dict]:
                                                                       ("w_img", "w_h1", "w_h", "w_cls", "w_gan")}}
 
 
+@torch.no_grad()
+def recon_row(nets, x: torch.Tensor):
+    """One row of the picture: a variant's reconstructions G(E(x)) of the first 8 photos."""
+    return grid(nets.generator(nets.encoder(x[:8])).clamp(0, 1), nrow=8)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variant", action="append", default=[])
@@ -81,9 +87,7 @@ def main() -> None:
     fresh = {spec.split("=", 1)[0] for spec in args.variant + args.from_evaluation}
     for label, v in result["variants"].items():  # earlier variants keep their row in the picture
         if label not in fresh and Path(v["path"]).exists():
-            nets, _ = load_variant(Path(v["path"]))
-            with torch.no_grad():
-                rows.append(grid(nets.generator(nets.encoder(x[:8])).clamp(0, 1), nrow=8))
+            rows.append(recon_row(load_variant(Path(v["path"]))[0], x))
     for spec in args.from_evaluation:
         label, ev, path = spec.split("=", 2)
         rec = json.loads(Path(ev).read_text())["reconstruction"]
@@ -91,8 +95,7 @@ def main() -> None:
             raise SystemExit(f"{ev} judged {rec['n']} reconstructions, this table {len(x)}: not the same photos")
         nets, facts = load_variant(Path(path))
         result["variants"][label] = {"path": path, "from": ev, **facts, **rec}
-        with torch.no_grad():
-            rows.append(grid(nets.generator(nets.encoder(x[:8])).clamp(0, 1), nrow=8))
+        rows.append(recon_row(nets, x))
     if args.note:
         result["note"] = args.note
     for spec in args.variant:
@@ -100,7 +103,7 @@ def main() -> None:
         nets, facts = load_variant(Path(path))
         with torch.no_grad():
             m = reconstruction_metrics(nets, x, judge=judge, labels=labels, reference=reference)
-            rows.append(grid(nets.generator(nets.encoder(x[:8])).clamp(0, 1), nrow=8))
+        rows.append(recon_row(nets, x))
         result["variants"][label] = {"path": path, **facts, **m}
         print(label, json.dumps({k: v for k, v in m.items() if k != "robust"}), flush=True)
     for spec in args.facts:

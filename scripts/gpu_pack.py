@@ -22,9 +22,10 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ppgn_core.data import IMAGENET_1K_ROOT  # noqa: E402
+from ppgn_core.data import IMAGENET_1K_ROOT, pick_files  # noqa: E402
 
-SPLITS = {"a": range(0, 21), "b": range(21, 38)}
+#: Shard a: the first 21 photos of every class; shard b: the first 38 less those.
+SHARD_A_PER_CLASS, SHARDS_PER_CLASS = 21, 38
 
 
 def _encode(job: tuple[str, str, int]) -> tuple[str, bytes]:
@@ -43,15 +44,9 @@ def main() -> None:
     args = ap.parse_args()
     root, out = Path(args.root), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    files = sorted((root / "train").rglob("*.webp"))
-    seen: dict[str, int] = {}
-    shards: dict[str, list[Path]] = {k: [] for k in SPLITS}
-    for f in files:
-        rank = seen.get(f.parent.name, 0)
-        seen[f.parent.name] = rank + 1
-        for key, ranks in SPLITS.items():
-            if rank in ranks:
-                shards[key].append(f)
+    first_a = pick_files(root / "train", per_class=SHARD_A_PER_CLASS)
+    in_a = set(first_a)
+    shards = {"a": first_a, "b": [f for f in pick_files(root / "train", per_class=SHARDS_PER_CLASS) if f not in in_a]}
     with Pool() as pool:
         for key, chosen in shards.items():
             target = out / f"shard_{key}.zip"

@@ -51,11 +51,11 @@ fi
 batch=$1; lr=$2
 ckpt=checkpoints/generator_1k.safetensors; [ -e .gpu/generator_1k.safetensors ] && ckpt=.gpu/generator_1k.safetensors
 cp "$ckpt" "$OUT/generator_1k.safetensors"
-before=$(python3 -c "
-from safetensors import safe_open
-with safe_open('$ckpt', 'pt') as f: print(f.metadata()['minutes'])")
-stop=$(python3 -c "print(round($before + $minutes, 3))")
-decay=$(python3 -c "print(round($minutes * 0.35, 3))")
+read -r before stop decay < <(python3 -c "
+from pathlib import Path
+from ppgn_core.train import load_compact_checkpoint
+b = load_compact_checkpoint(Path('$ckpt'))['minutes']
+print(b, round(b + $minutes, 3), round($minutes * 0.35, 3))")
 echo "resume at $before min; stop at $stop min; lr decay over the last $decay min"
 timeout $(( ${minutes%.*} * 60 + 240 )) python3 -m ppgn_core train generator "${common[@]}" \
   --out "$work/run" --resume "$OUT/generator_1k.safetensors" --steps 100000000 --batch "$batch" --lr "$lr" \

@@ -1,8 +1,9 @@
 """Paired comparison of two presets under the robust judge, over several seeds: a sign test.
 
 Each run is an ``evaluate`` report (evaluation.json) of one preset; runs are paired by seed and
-must share classes, chains and steps (so sample i of one run has the same class and chain index
-as sample i of the other). Per sample, the robust (down2) top-1 hit of A and of B; the sign test
+must share the protocol that ``merge_evaluations.py`` asks for (``ppgn_core.evaluate.SAME_PROTOCOL``:
+classes, chains, steps, seed, batch, networks), so sample i of one run has the same class, chain
+index and starting point as sample i of the other. Per sample, the robust (down2) top-1 hit of A and of B; the sign test
 counts the samples that only A hits against those only B hits (exact two-sided binomial, p = 1/2).
 
     python scripts/paired_test.py --a reports/paper20_s0_joint reports/paper20_s1_joint … \
@@ -14,9 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
-KEYS = ("classes", "chains_per_class", "steps")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ppgn_core.evaluate import SAME_PROTOCOL  # noqa: E402
 
 
 def sign_test(only_a: int, only_b: int) -> float:
@@ -47,9 +51,9 @@ def compare(runs_a: list[Path], runs_b: list[Path]) -> dict:
         ra, na, a = _one_preset(pa)
         rb, nb, b = _one_preset(pb)
         names.add((na, nb))
-        for key in (*KEYS, "seed"):
-            if ra[key] != rb[key]:
-                raise ValueError(f"{pa} and {pb} differ in {key}: {ra[key]!r} vs {rb[key]!r}")
+        diff = [k for k in SAME_PROTOCOL if ra.get(k) != rb.get(k)]
+        if diff:
+            raise ValueError(f"{pa} and {pb} differ in {', '.join(diff)}: their samples are not paired")
         ha, hb = a["per_sample_robust_top1"], b["per_sample_robust_top1"]
         if len(ha) != len(hb):
             raise ValueError(f"{pa} and {pb} hold different numbers of samples")
