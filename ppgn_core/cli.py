@@ -64,8 +64,9 @@ def _add_common(p) -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eps", type=float, nargs=3, metavar=("E1", "E2", "E3"), default=None)
-    p.add_argument("--lr", type=float, default=None, help="release step form: step size (× code spread)")
-    p.add_argument("--lr-end", type=float, default=None)
+    p.add_argument("--lr", type=float, default=None,
+                   help="release step form: step size (× code spread); the preset's decay is kept in proportion")
+    p.add_argument("--lr-end", type=float, default=None, help="the step size at the last step (default: as --lr says)")
     p.add_argument("--eps1-end", type=float, default=None,
                    help="ε1 goes linearly from ε1 to this by the last step (default: constant ε1)")
     p.add_argument("--step-form", choices=["eq5", "release"], default=None)
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8,
                    help="chains run at once (8 is fastest per chain on a 2-core CPU; batch k is seeded seed·1000+k)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=None, help="override the presets' step size")
+    p.add_argument("--lr", type=float, default=None, help="override the presets' step size (a constant step)")
     p.add_argument("--eps1", type=float, default=None, help="override ε1 of the learned h-space priors (joint, joint-noisy, R_h)")
     p.add_argument("--eps1-end", type=float, default=None,
                    help="the learned h priors' ε1 goes linearly to this by the last step (default: constant)")
@@ -143,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None,
                    help="the training photos on this machine, when the run was trained elsewhere (e.g. a lent GPU)")
     p.add_argument("--cache", default=None, help="cache folder for their codes (with --data)")
+    p.add_argument("--assets", default=None,
+                   help="write to this folder instead of the shipped assets/ (a design-search variant)")
     p = sub.add_parser("bench", help="ms per sampling step per preset, and the networks' floor")
     p.add_argument("--quick", action="store_true", help="two presets, 1 chain, few repeats")
     p.add_argument("--app", action="store_true",
@@ -299,12 +302,15 @@ def _run_evaluate(args) -> int:
 def _run_export(args) -> int:
     from .data import to_float, val_photos
     from .evaluate import RECON_RANKS, Judge, reconstruction_metrics
+    from pathlib import Path
+
     from .export import export, write_metrics
     from .judge import real_reference
-    from .nets.registry import load_bundle
+    from .nets.registry import ASSETS, load_bundle
 
-    card = export(args.generator, args.hdae, args.xdae, note=args.note, extends_shipped_run=args.extends_shipped_run,
-                  data=args.data, cache=args.cache)
+    assets = Path(args.assets) if args.assets else ASSETS
+    card = export(args.generator, args.hdae, args.xdae, assets=assets, note=args.note,
+                  extends_shipped_run=args.extends_shipped_run, data=args.data, cache=args.cache)
     if args.val_images:
         per_class = 1 if args.val_images <= 1000 else 2  # a subset over all classes, not the first classes
         images, labels = val_photos(range(RECON_RANKS.start, RECON_RANKS.start + per_class))
@@ -312,16 +318,16 @@ def _run_export(args) -> int:
         judge = Judge()
         metrics = {"val_set": f"imagenet-1k-128/val, photo(s) {RECON_RANKS.start + 1}–{RECON_RANKS.start + per_class} "
                               f"of every class ({len(labels)} photos, {len(labels.unique())} classes)",
-                   "reconstruction": reconstruction_metrics(load_bundle("default"), to_float(images), judge=judge,
+                   "reconstruction": reconstruction_metrics(load_bundle("default", assets=assets), to_float(images),
+                                                            judge=judge,
                                                             labels=labels, reference=real_reference(judge))}
         if args.ablation:
             import json
-            from pathlib import Path
 
             metrics["ablation"] = json.loads(Path(args.ablation).read_text())
-        card = write_metrics(metrics)
+        card = write_metrics(metrics, assets=assets)
         print(metrics)
-    print(f"wrote assets/: {', '.join(f['file'] for f in card['files'].values())}")
+    print(f"wrote {assets}/: {', '.join(f['file'] for f in card['files'].values())}")
     return 0
 
 

@@ -81,6 +81,8 @@ class SampleRequest:
         for name in ("eps4", "eps1_end", "lr", "lr_end", "step_form", "robust_k", "robust_blur"):
             if getattr(self, name) is not None:
                 o[name] = getattr(self, name)
+        if self.lr is not None and self.lr_end is None:  # the preset's step decay, kept in proportion
+            o.update(get_preset(self.preset).settings().step_sizes(float(self.lr)))
         return o
 
 

@@ -213,36 +213,57 @@ REFERENCE_RANKS = range(0, 3)  # the first 3 val photos of every class
 HELDOUT_RANKS = range(3, 4)  # the 4th: real photos judged like samples (the ceiling)
 
 
+def _cache_key(*parts) -> str:
+    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:12]
+
+
 def real_reference(judge: RobustJudge, max_classes: int | None = None, cache_dir: Path | None = None,
                    seed: int = 0) -> RealReference:
     """The reference set and the held-out set of real val photos (1,000-class set), judged once and
     cached in ``cache_dir`` (outside the repository). ``max_classes`` keeps the first classes only
-    (quick runs and tests)."""
+    (quick runs and tests).
+
+    Two cache files: the reference's features and k-NN radii (the costly part, independent of the
+    seed) and the held-out photos' figures (the seeded crops make them depend on ``seed``); a new
+    seed re-judges only the held-out photos. A cache file of the earlier one-file layout is read
+    and split."""
     from .data import DEFAULT_CACHE, to_float, val_photos
 
     cache_dir = Path(cache_dir or DEFAULT_CACHE)
-    key = hashlib.sha1(f"{REFERENCE_RANKS}|{HELDOUT_RANKS}|{max_classes}|{seed}|{judge.classifier.name}|v1"
-                       .encode()).hexdigest()[:12]
-    path = cache_dir / f"judge_reference_{key}.pt"
-    if path.exists():
-        d = torch.load(path, map_location="cpu", weights_only=True)
-        return RealReference(**d)
-    ref_images, ref_labels = val_photos(REFERENCE_RANKS, max_classes)
-    held_images, held_labels = val_photos(HELDOUT_RANKS, max_classes)
-    _, ref_feats = judge.predict(to_float(ref_images))
-    radii = knn_radii(ref_feats)
-    held = to_float(held_images)
-    logits = judge.transformed_logits(held, seed)
-    ref = RealReference(ref_feats, ref_labels, radii, accuracy_table(logits, held_labels),
-                        precision_recall(logits["features"], ref_feats, reference_radii=radii), saturation(held),
-                        f"imagenet-1k-128/val: reference = photos {REFERENCE_RANKS.start + 1}–{REFERENCE_RANKS.stop} "
-                        f"of each of {len(ref_labels.unique())} classes ({len(ref_labels)}); held-out real photos = "
-                        f"photo {HELDOUT_RANKS.stop} of each class ({len(held_labels)})")
+    ref_path = cache_dir / ("judge_reference_features_"
+                            f"{_cache_key(REFERENCE_RANKS, max_classes, judge.classifier.name, 'v2')}.pt")
+    held_path = cache_dir / ("judge_reference_heldout_"
+                             f"{_cache_key(HELDOUT_RANKS, max_classes, seed, judge.classifier.name, 'v2')}.pt")
+    legacy = cache_dir / ("judge_reference_"
+                          f"{_cache_key(REFERENCE_RANKS, HELDOUT_RANKS, max_classes, seed, judge.classifier.name, 'v1')}.pt")
+    ref_keys, held_keys = ("features", "labels", "radii"), ("ceiling", "heldout_pr", "heldout_saturation")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"features": ref.features, "labels": ref.labels, "radii": ref.radii, "ceiling": ref.ceiling,
-                "heldout_pr": ref.heldout_pr, "heldout_saturation": ref.heldout_saturation,
-                "description": ref.description}, path)
-    return ref
+    if legacy.exists() and not (ref_path.exists() and held_path.exists()):
+        d = torch.load(legacy, map_location="cpu", weights_only=True)
+        torch.save({k: d[k] for k in ref_keys}, ref_path)
+        torch.save({k: d[k] for k in held_keys}, held_path)
+    if ref_path.exists():
+        ref = torch.load(ref_path, map_location="cpu", weights_only=True)
+    else:
+        ref_images, ref_labels = val_photos(REFERENCE_RANKS, max_classes)
+        _, ref_feats = judge.predict(to_float(ref_images))
+        ref = {"features": ref_feats, "labels": ref_labels, "radii": knn_radii(ref_feats)}
+        torch.save(ref, ref_path)
+    if held_path.exists():
+        held = torch.load(held_path, map_location="cpu", weights_only=True)
+    else:
+        held_images, held_labels = val_photos(HELDOUT_RANKS, max_classes)
+        x = to_float(held_images)
+        logits = judge.transformed_logits(x, seed)
+        held = {"ceiling": accuracy_table(logits, held_labels),
+                "heldout_pr": precision_recall(logits["features"], ref["features"], reference_radii=ref["radii"]),
+                "heldout_saturation": saturation(x)}
+        torch.save(held, held_path)
+    n_classes = len(ref["labels"].unique())
+    description = (f"imagenet-1k-128/val: reference = photos {REFERENCE_RANKS.start + 1}–{REFERENCE_RANKS.stop} "
+                   f"of each of {n_classes} classes ({len(ref['labels'])}); held-out real photos = "
+                   f"photo {HELDOUT_RANKS.stop} of each class ({n_classes})")
+    return RealReference(**ref, **held, description=description)
 
 
 def robust_report(judge: RobustJudge, images: torch.Tensor, targets: torch.Tensor, reference: RealReference | None,

@@ -71,6 +71,12 @@ class StepSettings:
             raise ValueError(f"robust_blur must be a number in 0..3 pixels, got {self.robust_blur!r}")
         return self
 
+    def step_sizes(self, lr: float) -> dict[str, float]:
+        """``lr`` and ``lr_end`` for a step size a user picked: this schedule's decay kept in
+        proportion (a constant step stays constant)."""
+        ratio = self.lr_end / self.lr if self.lr > 0 else 1.0
+        return {"lr": lr, "lr_end": lr * ratio}
+
 
 def drop_conflict(term: torch.Tensor, against: torch.Tensor) -> torch.Tensor:
     """Per chain, remove from ``term`` its component along ``against`` where the two point apart

@@ -7,6 +7,9 @@ python scripts/design_search.py --variant "h=block 10, 60 min=checkpoints/genera
 
 Each --variant is LABEL=PATH: a run folder (checkpoint.pt + config.json), a compact training
 checkpoint (.safetensors with its config), or an assets folder (its model card says E's layers).
+``--sample-classes N``: for variants given as an assets folder (``export --assets``: G with its code
+statistics and clamp range), also the default preset's samples on N held-out classes (the tuning
+draw of ``scripts/tune_heldout.py``) × 2 chains × 60 steps under the robust judge.
 ``--from-evaluation LABEL=EVALUATION_JSON=PATH`` takes a variant's reconstruction figures from an
 ``evaluate`` report instead of measuring them again (same val photos: ``--recon-per-class``), and
 its facts from PATH.
@@ -26,18 +29,23 @@ from ppgn_core.data import to_float, val_photos  # noqa: E402
 from ppgn_core.evaluate import RECON_RANKS, Judge, fmt_pct, reconstruction_metrics  # noqa: E402
 from ppgn_core.export import generator_source  # noqa: E402
 from ppgn_core.images import grid  # noqa: E402
-from ppgn_core.judge import real_reference  # noqa: E402
+from ppgn_core.judge import real_reference, robust_report, strip_private  # noqa: E402
+from ppgn_core.evaluate import run_preset_on_classes  # noqa: E402
+from ppgn_core.presets import DEFAULT_PRESET  # noqa: E402
+from tune_heldout import tuning_classes  # noqa: E402  (scripts/, beside this file)
 from ppgn_core.nets.classifiers import LiteEncoder, load_efficientnet_lite  # noqa: E402
 from ppgn_core.nets.generators import UpconvGenerator  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
 
 
 def load_variant(path: Path) -> tuple[SimpleNamespace, dict]:
-    """(an object with ``encoder`` and ``generator``, facts about the variant)."""
+    """(an object with ``encoder`` and ``generator`` (and ``bundle`` for an assets folder), facts
+    about the variant)."""
     if path.is_dir() and (path / "model_card.json").exists():
         b = load_bundle("default", assets=path)
         g = b.card["generator"]
-        return SimpleNamespace(encoder=b.encoder, generator=b.generator), {
+        seen = {} if "steps_total" in g else {"images_seen": g["steps"] * g["training"]["batch"]}
+        return SimpleNamespace(encoder=b.encoder, generator=b.generator, bundle=b), {**seen,
             "h_block": b.card["encoder"]["h_block"], "h1_block": b.card["encoder"]["h1_block"],
             "code_shape": b.card["code"]["shape"], "steps": g.get("steps_total", g["steps"]),
             "minutes": g.get("wall_minutes_total", g["wall_minutes"]), "data": b.card["training_data"][:40],
@@ -62,6 +70,20 @@ def recon_row(nets, x: torch.Tensor):
     return grid(nets.generator(nets.encoder(x[:8])).clamp(0, 1), nrow=8)
 
 
+SAMPLE_CHAINS, SAMPLE_STEPS, SAMPLE_SEED = 2, 60, 7
+
+
+def sample_figures(bundle, classes: list[int], judge, reference) -> dict:
+    """The default preset's samples for ``classes`` under the robust judge (as tune_heldout.py)."""
+    run = run_preset_on_classes(bundle, DEFAULT_PRESET, classes, SAMPLE_CHAINS, SAMPLE_STEPS, SAMPLE_SEED,
+                                SAMPLE_STEPS, batch=16)
+    rob = strip_private(robust_report(judge, run.images, run.targets, reference))
+    return {"preset": DEFAULT_PRESET, "classes": len(classes), "chains": SAMPLE_CHAINS, "steps": SAMPLE_STEPS,
+            "seed": SAMPLE_SEED, "judge_top1": rob["accuracy"]["plain"]["top1"], "robust_top1": rob["robust_top1"],
+            "robust_plain_ratio": rob["robust_plain_ratio"], "precision": rob["precision"],
+            "recall": rob["recall"], "saturation": rob["saturation"], "seconds": round(run.seconds, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variant", action="append", default=[])
@@ -71,8 +93,11 @@ def main() -> None:
                     help="LABEL=JSON: facts that the checkpoint cannot tell (e.g. images seen over stages of "
                          "different batch sizes, minutes on different machines)")
     ap.add_argument("--per-class", type=int, default=2, choices=[1, 2])
+    ap.add_argument("--sample-classes", type=int, default=0,
+                    help="also judge the default preset's samples on this many held-out classes (assets folders)")
     ap.add_argument("--out", default="reports/design_search")
     args = ap.parse_args()
+    sample_classes = tuning_classes(args.sample_classes) if args.sample_classes else []
     images, labels = val_photos(range(RECON_RANKS.start, RECON_RANKS.start + args.per_class))
     x = to_float(images)
     judge = Judge()
@@ -106,6 +131,9 @@ def main() -> None:
         rows.append(recon_row(nets, x))
         result["variants"][label] = {"path": path, **facts, **m}
         print(label, json.dumps({k: v for k, v in m.items() if k != "robust"}), flush=True)
+        if sample_classes and hasattr(nets, "bundle"):
+            result["variants"][label]["samples"] = sample_figures(nets.bundle, sample_classes, judge, reference)
+            print(label, "samples", json.dumps(result["variants"][label]["samples"]), flush=True)
     for spec in args.facts:
         label, facts = spec.split("=", 1)
         result["variants"][label].update(json.loads(facts))
@@ -116,13 +144,14 @@ def main() -> None:
     import numpy as np
 
     Image.fromarray(np.concatenate(rows, axis=0)).save(out.with_name(out.name + "_recon.png"), optimize=True)
-    lines = ["| variant | h | minutes | images seen | PSNR | top-1 | top-5 | robust top-1 | robust top-5 | precision |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | h | minutes | images seen | PSNR | top-1 | top-5 | robust top-1 | robust top-5 | precision "
+             "| samples: robust top-1 | samples: precision |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, v in result["variants"].items():
-        r = v.get("robust", {})
+        r, smp = v.get("robust", {}), v.get("samples", {})
         lines.append(f"| {label} | block {v['h_block']} {v['code_shape']} | {v['minutes']} | {v.get('images_seen', '–')} "
                      f"| {v['psnr_db']:.2f} dB | {fmt_pct(v['judge_top1'])} | {fmt_pct(v['judge_top5'])} "
-                     f"| {fmt_pct(r.get('robust_top1'))} | {fmt_pct(r.get('robust_top5'))} | {fmt_pct(r.get('precision'))} |")
+                     f"| {fmt_pct(r.get('robust_top1'))} | {fmt_pct(r.get('robust_top5'))} | {fmt_pct(r.get('precision'))} "
+                     f"| {fmt_pct(smp.get('robust_top1'))} | {fmt_pct(smp.get('precision'))} |")
     out.with_suffix(".md").write_text(result["val_set"] + "\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 

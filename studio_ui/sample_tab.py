@@ -66,11 +66,12 @@ def _live(state, e1, e2, e3, lr):
     if ctl is None or ctl.stopped:
         return "settings apply to the next run"
     try:
-        s = ctl.update(eps1=from_log(e1), eps2=float(e2), eps3=from_log(e3), lr=float(lr), lr_end=float(lr))
+        s = ctl.update(eps1=from_log(e1), eps2=float(e2), eps3=from_log(e3), **ctl.settings.step_sizes(float(lr)))
     except ValueError as err:
         fail(err)
     e1 = f"{s.eps1:.3g}" if s.eps1_end is None else f"{s.eps1:.3g} → {s.eps1_end:.3g} over the run"
-    return f"live: next steps use ε = ({e1}, {s.eps2:.3g}, {s.eps3:.3g}), step {s.lr:.3g}"
+    step = f"{s.lr:.3g}" if s.lr_end == s.lr else f"{s.lr:.3g} → {s.lr_end:.3g} over the run"
+    return f"live: next steps use ε = ({e1}, {s.eps2:.3g}, {s.eps3:.3g}), step {step}"
 
 
 def build_sample_tab(studio: Studio, session: gr.State) -> None:
@@ -84,7 +85,7 @@ def build_sample_tab(studio: Studio, session: gr.State) -> None:
         try:
             req = SampleRequest(classes=[studio.parse_class(cls)], preset=preset, steps=int(steps),
                                 chains=int(chains), seed=int(seed or 0), eps=(from_log(e1), float(e2), from_log(e3)),
-                                lr=float(lr), lr_end=float(lr), snapshot_every=max(1, int(steps) // 30),
+                                lr=float(lr), snapshot_every=max(1, int(steps) // 30),
                                 robust_k=int(robust or 0)).validate()
             control = Control(get_preset(preset).settings(**req.overrides()))
             take_control(state, control)

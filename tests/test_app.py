@@ -107,6 +107,21 @@ def test_live_message_shows_the_annealed_eps1_schedule(app_url):
         time.sleep(0.2)
 
 
+def test_the_step_slider_keeps_a_presets_step_decay(app_url):
+    """The hand-designed preset's step decays from 0.05 to 0.02 over a run; a step picked on the
+    slider keeps that decay in proportion (0.1 → 0.04) instead of silently making it constant."""
+    c = client(app_url)
+    job = c.submit(*_sample_args(steps=2000, chains=1, preset="hand-designed"), api_name="/sample")
+    for _ in job:
+        msg = c.predict(-5, 1.0, -17, 0.1, api_name="/set_eps")
+        break
+    c.predict(api_name="/stop")
+    assert "step 0.1 → 0.04 over the run" in msg, msg
+    t0 = time.time()
+    while not job.done() and time.time() - t0 < 120:
+        time.sleep(0.2)
+
+
 def test_two_sessions_have_independent_chains_and_a_third_is_served(app_url):
     a, b, c = client(app_url), client(app_url), client(app_url)
     # A is long so that its stop always arrives before it could end by itself (30 tiny steps can

@@ -229,3 +229,21 @@ def test_paired_sign_test_over_seeds(tmp_path):
         mod.compare([a[0]], [b[1]])
     with pytest.raises(ValueError, match="classes"):
         mod.compare([a[0]], [report("dgn", 0, [0, 0, 1, 1], classes=("a", "c"))])
+
+
+def test_tuning_picks_the_best_robust_setting_that_does_not_game_the_transform():
+    """scripts/tune_heldout.py: a setting whose robust top-1 is above its plain one is not eligible."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tune_heldout", Path("scripts/tune_heldout.py").resolve())
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+
+    def row(plain, robust, precision):
+        return {"by_step": {"60": {"judge_top1": plain, "robust_top1": robust, "precision": precision}}}
+
+    results = {"default": row(0.88, 0.48, 0.16), "decay": row(0.84, 0.52, 0.23), "blur": row(0.45, 0.75, 0.22),
+               "tie": row(0.90, 0.52, 0.10)}
+    assert tune.pick_setting(results, "60") == "decay"  # blur games down2; the tie goes to precision
+    assert tune.pick_setting({"blur": row(0.45, 0.75, 0.22)}, "60") is None
+    assert tune.pick_setting(results, "40") is None

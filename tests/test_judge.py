@@ -94,6 +94,30 @@ def test_held_out_real_photos_score_high_precision_and_noise_low(judge, val_phot
     assert real_p >= 0.6 and noise_p <= 0.1, (real_p, noise_p)
 
 
+@pytest.mark.skipif(not VAL_1K.exists(), reason="../shared/data not present")
+def test_real_reference_is_cached_and_a_new_seed_rejudges_only_the_held_out_photos(judge, tmp_path, monkeypatch):
+    from ppgn_core import data, judge as judge_module
+
+    loaded = []
+    val_photos = data.val_photos
+
+    def recording_val_photos(ranks, max_classes=None):
+        loaded.append(tuple(ranks))
+        return val_photos(ranks, max_classes)
+
+    monkeypatch.setattr(data, "val_photos", recording_val_photos)
+    first = judge_module.real_reference(judge, max_classes=12, cache_dir=tmp_path, seed=0)
+    assert loaded == [(0, 1, 2), (3,)]  # reference photos, then the held-out ones
+    assert len(first.features) == 36 and first.description.endswith("(12)")
+    again = judge_module.real_reference(judge, max_classes=12, cache_dir=tmp_path, seed=0)
+    assert len(loaded) == 2  # both parts from the cache
+    assert torch.equal(again.features, first.features) and again.ceiling == first.ceiling
+    other = judge_module.real_reference(judge, max_classes=12, cache_dir=tmp_path, seed=1)
+    assert loaded[2:] == [(3,)]  # the reference is seed-free; only the held-out photos are judged again
+    assert torch.equal(other.features, first.features) and torch.equal(other.radii, first.radii)
+    assert other.ceiling["plain"] == first.ceiling["plain"]  # only the seeded crops may differ
+
+
 # ----------------------------------------------------------------------------- robust condition (EOT)
 
 def test_random_views_are_seeded_differentiable_and_vary():

@@ -240,3 +240,19 @@ def test_prior_conflict_projection_never_pulls_against_the_condition(tiny):
     assert torch.all(p_proj[~agree].flatten(1).norm(dim=1) < p_keep[~agree].flatten(1).norm(dim=1))
     with pytest.raises(ValueError, match="prior_conflict"):
         dataclasses.replace(keep, prior_conflict="clip").validate()
+
+
+def test_a_picked_step_size_keeps_the_schedule_in_proportion():
+    from ppgn_core.jobs import SampleRequest
+    from ppgn_core.presets import get_preset
+
+    decaying = get_preset("hand-designed").settings()
+    assert (decaying.lr, decaying.lr_end) == (0.05, 0.02)
+    assert decaying.step_sizes(0.1) == pytest.approx({"lr": 0.1, "lr_end": 0.04})
+    constant = get_preset("dgn-am").settings()
+    assert constant.step_sizes(0.3) == {"lr": 0.3, "lr_end": 0.3}
+    assert StepSettings(lr=0.0, lr_end=0.0).step_sizes(0.2) == {"lr": 0.2, "lr_end": 0.2}
+    picked = SampleRequest(classes=[1], preset="hand-designed", lr=0.1).validate().overrides()
+    assert picked["lr"] == 0.1 and picked["lr_end"] == pytest.approx(0.04)
+    assert SampleRequest(classes=[1], preset="hand-designed", lr=0.1, lr_end=0.1).validate().overrides()["lr_end"] == 0.1
+    assert SampleRequest(classes=[1], lr=0.1).validate().overrides()["lr_end"] == 0.1  # the default: constant

@@ -185,6 +185,21 @@ def test_export_keeps_lineage_when_a_run_extends_the_shipped_one(tiny_folder, tm
         export(str(tmp_path / "a"), assets=assets, extends_shipped_run=True)
 
 
+def test_export_cli_writes_a_variant_beside_the_shipped_models(tiny_folder, tmp_path):
+    """`export --assets DIR` (a design-search variant) writes a loadable models folder there and
+    leaves the shipped assets/ untouched."""
+    from ppgn_core.cli import main
+    from ppgn_core.nets.registry import ASSETS
+
+    run(_cfg(tiny_folder, tmp_path / "a", cache=str(tmp_path / "cache"), steps=2))
+    shipped = {f.name: f.stat().st_mtime_ns for f in ASSETS.iterdir() if f.is_file()}
+    variant = tmp_path / "variant"
+    assert main(["export", "--generator", str(tmp_path / "a"), "--assets", str(variant), "--val-images", "0"]) == 0
+    card = json.loads((variant / "model_card.json").read_text())
+    assert card["generator"]["steps"] == 2 and (variant / card["files"]["generator"]["file"]).exists()
+    assert {f.name: f.stat().st_mtime_ns for f in ASSETS.iterdir() if f.is_file()} == shipped
+
+
 def test_compact_checkpoint_continues_a_run_whose_folder_is_gone(tiny_folder, tmp_path):
     """--resume FILE: one small fp16 file, replaced in place, continues the run on a machine
     without its runs/ folder (Adam restarts with a learning-rate ramp)."""
