@@ -3,6 +3,10 @@
 #
 #   scripts/gpu_train.sh smoke MINUTES BATCH...   time short runs from scratch, one per batch size
 #   scripts/gpu_train.sh train MINUTES BATCH LR   resume checkpoints/generator_1k.safetensors
+#   scripts/gpu_train.sh variant MINUTES BATCH LR NAME [TRAIN FLAGS...]
+#                                                 a design-search variant from scratch (e.g. NAME=b7
+#                                                 --h-block 7); its compact checkpoint comes back as
+#                                                 $OUT/NAME.safetensors (then: export --assets … --data …)
 #
 # Carried beside the repository (ignored folder .gpu/):
 #   .gpu/shard_*.zip     WebP photos of imagenet-1k-128/train (+ classes.tsv), re-encoded to fit
@@ -45,6 +49,19 @@ else:
     print(f"SMOKE batch={sys.argv[2]}: too few full-phase rows", rows)
 EOF
   done
+  exit 0
+fi
+
+if [ "$mode" = variant ]; then
+  batch=$1; lr=$2; name=$3; shift 3
+  rm -rf "$work/$name" "$OUT/$name.safetensors"  # from scratch: --resume names a file that is not there yet
+  timeout $(( ${minutes%.*} * 60 + 300 )) python3 -m ppgn_core train generator "${common[@]}" "$@" \
+    --out "$work/$name" --resume "$OUT/$name.safetensors" --steps 100000000 --batch "$batch" --lr "$lr" \
+    --max-minutes "$minutes" --decay-minutes "$(python3 -c "print(round($minutes * 0.35, 3))")" --ckpt-every 500 \
+    2>&1 | tee "$OUT/$name.log" | grep -v '^train G' | tail -25
+  cp "$work/$name/losses.csv" "$OUT/${name}_losses.csv" 2>/dev/null
+  cp "$work/$name/config.json" "$OUT/${name}_config.json" 2>/dev/null
+  ls -la "$OUT"
   exit 0
 fi
 
