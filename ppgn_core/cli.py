@@ -300,10 +300,10 @@ def _run_evaluate(args) -> int:
 
 
 def _run_export(args) -> int:
-    from .data import to_float, val_photos
-    from .evaluate import RECON_RANKS, Judge, reconstruction_metrics
     from pathlib import Path
 
+    from .data import to_float, val_photos
+    from .evaluate import RECON_RANKS, Judge, reconstruction_metrics
     from .export import export, write_metrics
     from .judge import real_reference
     from .nets.registry import ASSETS, load_bundle

@@ -201,6 +201,24 @@ def write_metrics(metrics: dict | None = None, assets: Path = ASSETS, design_sea
     return card
 
 
+def design_search_table(variants: dict) -> list[str]:
+    """The design-search table (``scripts/design_search.py``) as Markdown lines: each variant's
+    reconstructions under the robust judge and, where measured, its samples'."""
+    def pct(x):
+        return "–" if x is None else f"{100 * x:.1f}%"
+
+    lines = ["| variant | h | minutes | images seen | PSNR | judge top-1 | top-5 | robust (down2) top-1 | "
+             "robust top-5 | precision | samples: robust top-1 | samples: precision |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, v in variants.items():
+        r, smp = v.get("robust", {}), v.get("samples", {})
+        lines.append(f"| {label} | block {v['h_block']} {v['code_shape']} | {v['minutes']} | "
+                     f"{v.get('images_seen', '–')} | {v['psnr_db']:.2f} dB | {pct(v.get('judge_top1'))} | "
+                     f"{pct(v.get('judge_top5'))} | {pct(r.get('robust_top1'))} | {pct(r.get('robust_top5'))} | "
+                     f"{pct(r.get('precision'))} | {pct(smp.get('robust_top1'))} | {pct(smp.get('precision'))} |")
+    return lines
+
+
 def write_card_markdown(card: dict, path: Path) -> None:
     g = card["generator"]
     lines = [
@@ -231,17 +249,8 @@ def write_card_markdown(card: dict, path: Path) -> None:
     if "design_search" in card:
         lines += ["## Design search (`scripts/design_search.py`: reconstructions G(E(x)) of unseen val photos)", "",
                   card["design_search"].get("val_set", ""), "",
-                  "| variant | h | minutes | images seen | PSNR | judge top-1 | top-5 | robust (down2) top-1 | "
-                  "robust top-5 | precision | samples: robust top-1 | samples: precision |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for label, v in card["design_search"]["variants"].items():
-            r, smp = v.get("robust", {}), v.get("samples", {})
-            pct = lambda x: "–" if x is None else f"{100 * x:.1f}%"  # noqa: E731
-            lines.append(f"| {label} | block {v['h_block']} {v['code_shape']} | {v['minutes']} | "
-                         f"{v.get('images_seen', '–')} | {v['psnr_db']:.2f} dB | {pct(v.get('judge_top1'))} | "
-                         f"{pct(v.get('judge_top5'))} | {pct(r.get('robust_top1'))} | {pct(r.get('robust_top5'))} | "
-                         f"{pct(r.get('precision'))} | {pct(smp.get('robust_top1'))} | {pct(smp.get('precision'))} |")
-        lines += ["", card["design_search"].get("note", ""), ""]
+                  *design_search_table(card["design_search"]["variants"]),
+                  "", card["design_search"].get("note", ""), ""]
     if "metrics" in card:
         lines += [f"## Metrics ({card['metrics'].get('val_set', 'imagenette-128/val')}, never trained on)", "",
                   "```json",

@@ -225,8 +225,7 @@ def real_reference(judge: RobustJudge, max_classes: int | None = None, cache_dir
 
     Two cache files: the reference's features and k-NN radii (the costly part, independent of the
     seed) and the held-out photos' figures (the seeded crops make them depend on ``seed``); a new
-    seed re-judges only the held-out photos. A cache file of the earlier one-file layout is read
-    and split."""
+    seed re-judges only the held-out photos."""
     from .data import DEFAULT_CACHE, to_float, val_photos
 
     cache_dir = Path(cache_dir or DEFAULT_CACHE)
@@ -234,14 +233,7 @@ def real_reference(judge: RobustJudge, max_classes: int | None = None, cache_dir
                             f"{_cache_key(REFERENCE_RANKS, max_classes, judge.classifier.name, 'v2')}.pt")
     held_path = cache_dir / ("judge_reference_heldout_"
                              f"{_cache_key(HELDOUT_RANKS, max_classes, seed, judge.classifier.name, 'v2')}.pt")
-    legacy = cache_dir / ("judge_reference_"
-                          f"{_cache_key(REFERENCE_RANKS, HELDOUT_RANKS, max_classes, seed, judge.classifier.name, 'v1')}.pt")
-    ref_keys, held_keys = ("features", "labels", "radii"), ("ceiling", "heldout_pr", "heldout_saturation")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    if legacy.exists() and not (ref_path.exists() and held_path.exists()):
-        d = torch.load(legacy, map_location="cpu", weights_only=True)
-        torch.save({k: d[k] for k in ref_keys}, ref_path)
-        torch.save({k: d[k] for k in held_keys}, held_path)
     if ref_path.exists():
         ref = torch.load(ref_path, map_location="cpu", weights_only=True)
     else:

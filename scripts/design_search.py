@@ -26,16 +26,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ppgn_core.data import to_float, val_photos  # noqa: E402
-from ppgn_core.evaluate import RECON_RANKS, Judge, fmt_pct, reconstruction_metrics  # noqa: E402
-from ppgn_core.export import generator_source  # noqa: E402
+from ppgn_core.evaluate import RECON_RANKS, Judge, reconstruction_metrics  # noqa: E402
+from ppgn_core.export import design_search_table, generator_source  # noqa: E402
 from ppgn_core.images import grid  # noqa: E402
-from ppgn_core.judge import real_reference, robust_report, strip_private  # noqa: E402
+from ppgn_core.judge import real_reference  # noqa: E402
 from ppgn_core.evaluate import run_preset_on_classes  # noqa: E402
 from ppgn_core.presets import DEFAULT_PRESET  # noqa: E402
-from tune_heldout import tuning_classes  # noqa: E402  (scripts/, beside this file)
 from ppgn_core.nets.classifiers import LiteEncoder, load_efficientnet_lite  # noqa: E402
 from ppgn_core.nets.generators import UpconvGenerator  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
+from tune_heldout import judged_row, tuning_classes  # noqa: E402  (scripts/, beside this file)
 
 
 def load_variant(path: Path) -> tuple[SimpleNamespace, dict]:
@@ -74,14 +74,12 @@ SAMPLE_CHAINS, SAMPLE_STEPS, SAMPLE_SEED = 2, 60, 7
 
 
 def sample_figures(bundle, classes: list[int], judge, reference) -> dict:
-    """The default preset's samples for ``classes`` under the robust judge (as tune_heldout.py)."""
+    """The default preset's samples for ``classes`` under the robust judge (a tune_heldout.py row)."""
     run = run_preset_on_classes(bundle, DEFAULT_PRESET, classes, SAMPLE_CHAINS, SAMPLE_STEPS, SAMPLE_SEED,
                                 SAMPLE_STEPS, batch=16)
-    rob = strip_private(robust_report(judge, run.images, run.targets, reference))
     return {"preset": DEFAULT_PRESET, "classes": len(classes), "chains": SAMPLE_CHAINS, "steps": SAMPLE_STEPS,
-            "seed": SAMPLE_SEED, "judge_top1": rob["accuracy"]["plain"]["top1"], "robust_top1": rob["robust_top1"],
-            "robust_plain_ratio": rob["robust_plain_ratio"], "precision": rob["precision"],
-            "recall": rob["recall"], "saturation": rob["saturation"], "seconds": round(run.seconds, 1)}
+            "seed": SAMPLE_SEED, **judged_row(judge, run.images, run.targets, reference, run.p_class),
+            "seconds": round(run.seconds, 1)}
 
 
 def main() -> None:
@@ -144,14 +142,7 @@ def main() -> None:
     import numpy as np
 
     Image.fromarray(np.concatenate(rows, axis=0)).save(out.with_name(out.name + "_recon.png"), optimize=True)
-    lines = ["| variant | h | minutes | images seen | PSNR | top-1 | top-5 | robust top-1 | robust top-5 | precision "
-             "| samples: robust top-1 | samples: precision |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for label, v in result["variants"].items():
-        r, smp = v.get("robust", {}), v.get("samples", {})
-        lines.append(f"| {label} | block {v['h_block']} {v['code_shape']} | {v['minutes']} | {v.get('images_seen', '–')} "
-                     f"| {v['psnr_db']:.2f} dB | {fmt_pct(v['judge_top1'])} | {fmt_pct(v['judge_top5'])} "
-                     f"| {fmt_pct(r.get('robust_top1'))} | {fmt_pct(r.get('robust_top5'))} | {fmt_pct(r.get('precision'))} "
-                     f"| {fmt_pct(smp.get('robust_top1'))} | {fmt_pct(smp.get('precision'))} |")
+    lines = design_search_table(result["variants"])
     out.with_suffix(".md").write_text(result["val_set"] + "\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 

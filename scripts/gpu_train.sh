@@ -52,31 +52,36 @@ EOF
   exit 0
 fi
 
-if [ "$mode" = variant ]; then
-  batch=$1; lr=$2; name=$3; shift 3
-  rm -rf "$work/$name" "$OUT/$name.safetensors"  # from scratch: --resume names a file that is not there yet
+batch=$1; lr=$2
+decay=$(python3 -c "print(round($minutes * 0.35, 3))")  # lr decays over the last 35% of this call
+
+long_run() {  # RUN_DIR CHECKPOINT STOP_MINUTES LOG [TRAIN FLAGS...]: train until the run's minutes reach
+  # STOP_MINUTES, keeping the compact checkpoint at CHECKPOINT (resumed when it exists)
+  local run=$1 ckpt=$2 stop=$3 log=$4; shift 4
   timeout $(( ${minutes%.*} * 60 + 300 )) python3 -m ppgn_core train generator "${common[@]}" "$@" \
-    --out "$work/$name" --resume "$OUT/$name.safetensors" --steps 100000000 --batch "$batch" --lr "$lr" \
-    --max-minutes "$minutes" --decay-minutes "$(python3 -c "print(round($minutes * 0.35, 3))")" --ckpt-every 500 \
-    2>&1 | tee "$OUT/$name.log" | grep -v '^train G' | tail -25
+    --out "$run" --resume "$ckpt" --steps 100000000 --batch "$batch" --lr "$lr" \
+    --max-minutes "$stop" --decay-minutes "$decay" --ckpt-every 500 2>&1 | tee "$log" | grep -v '^train G' | tail -25
+}
+
+if [ "$mode" = variant ]; then
+  name=$3; shift 3
+  rm -rf "$work/$name" "$OUT/$name.safetensors"  # from scratch: --resume names a file that is not there yet
+  long_run "$work/$name" "$OUT/$name.safetensors" "$minutes" "$OUT/$name.log" "$@"
   cp "$work/$name/losses.csv" "$OUT/${name}_losses.csv" 2>/dev/null
   cp "$work/$name/config.json" "$OUT/${name}_config.json" 2>/dev/null
   ls -la "$OUT"
   exit 0
 fi
 
-batch=$1; lr=$2
 ckpt=checkpoints/generator_1k.safetensors; [ -e .gpu/generator_1k.safetensors ] && ckpt=.gpu/generator_1k.safetensors
 cp "$ckpt" "$OUT/generator_1k.safetensors"
-read -r before stop decay < <(python3 -c "
+read -r before stop < <(python3 -c "
 from pathlib import Path
 from ppgn_core.train import load_compact_checkpoint
 b = load_compact_checkpoint(Path('$ckpt'))['minutes']
-print(b, round(b + $minutes, 3), round($minutes * 0.35, 3))")
+print(b, round(b + $minutes, 3))")
 echo "resume at $before min; stop at $stop min; lr decay over the last $decay min"
-timeout $(( ${minutes%.*} * 60 + 240 )) python3 -m ppgn_core train generator "${common[@]}" \
-  --out "$work/run" --resume "$OUT/generator_1k.safetensors" --steps 100000000 --batch "$batch" --lr "$lr" \
-  --max-minutes "$stop" --decay-minutes "$decay" --ckpt-every 500 2>&1 | tee "$OUT/train.log" | grep -v '^train G' | tail -25
+long_run "$work/run" "$OUT/generator_1k.safetensors" "$stop" "$OUT/train.log"
 cp "$work/run/losses.csv" "$work/run/config.json" "$OUT/" 2>/dev/null
 last=$(ls "$work"/run/recon_*.png 2>/dev/null | tail -1); [ -n "$last" ] && cp "$last" "$OUT/"
 ls -la "$OUT"

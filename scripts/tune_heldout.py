@@ -42,6 +42,15 @@ def tuning_classes(n: int, skip: int = 0) -> list[int]:
     return [int(c) for c in drawn[skip:skip + n]]
 
 
+def judged_row(judge, x, targets, reference, p_class) -> dict:
+    """What the robust judge says of samples ``x`` of ``targets``: one row of the tuning table."""
+    rob = strip_private(robust_report(judge, x, targets, reference))
+    return {"judge_top1": rob["accuracy"]["plain"]["top1"], "judge_top5": rob["accuracy"]["plain"]["top5"],
+            "robust_top1": rob["robust_top1"], "robust_top5": rob["robust_top5"], "precision": rob["precision"],
+            "recall": rob["recall"], "accuracy": rob["accuracy"], "c_p_class_mean": float(p_class.mean()),
+            "saturation": rob["saturation"]}
+
+
 def pick_setting(results: dict, step: str) -> str | None:
     """The name of the eligible setting with the best robust top-1 at ``step`` (ties: the higher
     precision). Eligible: robust top-1 not above plain top-1."""
@@ -91,14 +100,9 @@ def main() -> None:
         run = run_preset_on_classes(bundle, preset, classes, args.chains, max(judge_at), args.seed, every,
                                     overrides=settings, batch=args.batch,
                                     condition_mode=ov.get("mode", "log_softmax"))
-        rows = {}
-        for t in judge_at:  # snapshots are taken at steps 0, every, 2·every, …
-            x, p = run.trajectory[t // every], run.p_trajectory[t // every]
-            rob = strip_private(robust_report(judge, x, run.targets, reference))
-            rows[str(t)] = {"judge_top1": rob["accuracy"]["plain"]["top1"], "judge_top5": rob["accuracy"]["plain"]["top5"],
-                            "robust_top1": rob["robust_top1"], "robust_top5": rob["robust_top5"],
-                            "precision": rob["precision"], "recall": rob["recall"], "accuracy": rob["accuracy"],
-                            "c_p_class_mean": float(p.mean()), "saturation": rob["saturation"]}
+        # snapshots are taken at steps 0, every, 2·every, …
+        rows = {str(t): judged_row(judge, run.trajectory[t // every], run.targets, reference,
+                                   run.p_trajectory[t // every]) for t in judge_at}
         key = f"{name} [{args.classes} classes from {args.skip}, {args.chains} chains, seed {args.seed}]"
         report["results"][key] = {"preset": preset, "overrides": ov, "by_step": rows,
                                   "seconds": round(run.seconds, 1)}

@@ -94,32 +94,31 @@ def test_slider_change_mid_run_shows_in_eps_schedule(app_url):
     assert eps2[0] == 1.0 and eps2[-1] == 0.25
 
 
-def test_live_message_shows_the_annealed_eps1_schedule(app_url):
+def _live_message(app_url, preset, *eps_and_step):
+    """The live message of a slider change in the middle of a long run of ``preset``; the run is
+    stopped and waited for."""
     c = client(app_url)
-    job = c.submit(*_sample_args(steps=2000, chains=1, preset="annealed-joint-ppgn-h"), api_name="/sample")
+    job = c.submit(*_sample_args(steps=2000, chains=1, preset=preset), api_name="/sample")
     for _ in job:
-        msg = c.predict(-4, 1.0, -17, 0.05, api_name="/set_eps")
+        msg = c.predict(*eps_and_step, api_name="/set_eps")
         break
     c.predict(api_name="/stop")
-    assert "ε = (0.0001 → 0 over the run, 1, 1e-17), step 0.05" in msg
     t0 = time.time()
     while not job.done() and time.time() - t0 < 120:
         time.sleep(0.2)
+    return msg
+
+
+def test_live_message_shows_the_annealed_eps1_schedule(app_url):
+    msg = _live_message(app_url, "annealed-joint-ppgn-h", -4, 1.0, -17, 0.05)
+    assert "ε = (0.0001 → 0 over the run, 1, 1e-17), step 0.05" in msg
 
 
 def test_the_step_slider_keeps_a_presets_step_decay(app_url):
     """The hand-designed preset's step decays from 0.05 to 0.02 over a run; a step picked on the
     slider keeps that decay in proportion (0.1 → 0.04) instead of silently making it constant."""
-    c = client(app_url)
-    job = c.submit(*_sample_args(steps=2000, chains=1, preset="hand-designed"), api_name="/sample")
-    for _ in job:
-        msg = c.predict(-5, 1.0, -17, 0.1, api_name="/set_eps")
-        break
-    c.predict(api_name="/stop")
+    msg = _live_message(app_url, "hand-designed", -5, 1.0, -17, 0.1)
     assert "step 0.1 → 0.04 over the run" in msg, msg
-    t0 = time.time()
-    while not job.done() and time.time() - t0 < 120:
-        time.sleep(0.2)
 
 
 def test_two_sessions_have_independent_chains_and_a_third_is_served(app_url):
