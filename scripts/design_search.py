@@ -10,6 +10,8 @@ checkpoint (.safetensors with its config), or an assets folder (its model card s
 ``--sample-classes N``: for variants given as an assets folder (``export --assets``: G with its code
 statistics and clamp range), also the default preset's samples on N held-out classes (the tuning
 draw of ``scripts/tune_heldout.py``) × 2 chains × 60 steps under the robust judge.
+``--speed``: the default preset's ms/step with each assets-folder variant of the table (1 and 8
+chains), on an otherwise idle machine.
 ``--from-evaluation LABEL=EVALUATION_JSON=PATH`` takes a variant's reconstruction figures from an
 ``evaluate`` report instead of measuring them again (same val photos: ``--recon-per-class``), and
 its facts from PATH.
@@ -25,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ppgn_core.bench import time_steps  # noqa: E402
 from ppgn_core.data import to_float, val_photos  # noqa: E402
 from ppgn_core.evaluate import RECON_RANKS, Judge, reconstruction_metrics  # noqa: E402
 from ppgn_core.export import design_search_table, generator_source  # noqa: E402
@@ -33,7 +36,7 @@ from ppgn_core.judge import real_reference  # noqa: E402
 from ppgn_core.evaluate import run_preset_on_classes  # noqa: E402
 from ppgn_core.presets import DEFAULT_PRESET  # noqa: E402
 from ppgn_core.nets.classifiers import LiteEncoder, load_efficientnet_lite  # noqa: E402
-from ppgn_core.nets.generators import UpconvGenerator  # noqa: E402
+from ppgn_core.nets.generators import build_generator  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
 from tune_heldout import judged_row, tuning_classes  # noqa: E402  (scripts/, beside this file)
 
@@ -48,17 +51,19 @@ def load_variant(path: Path) -> tuple[SimpleNamespace, dict]:
         return SimpleNamespace(encoder=b.encoder, generator=b.generator, bundle=b), {**seen,
             "h_block": b.card["encoder"]["h_block"], "h1_block": b.card["encoder"]["h1_block"],
             "code_shape": b.card["code"]["shape"], "steps": g.get("steps_total", g["steps"]),
+            "arch": g["config"].get("arch", "upconv"),
             "minutes": g.get("wall_minutes_total", g["wall_minutes"]), "data": b.card["training_data"][:40],
             "parameters": g["parameters"]}
     meta, state, step, minutes, _ = generator_source(path)
     cfg, gcfg = meta["config"], meta["generator"]
-    G = UpconvGenerator(gcfg["code_channels"], gcfg["code_size"], tuple(gcfg["widths"]), gcfg["out_size"])
+    G = build_generator(gcfg)
     G.load_state_dict(state)
     E = LiteEncoder(load_efficientnet_lite(cfg["encoder"]), cfg["h_block"], cfg["h1_block"], cfg["size"])
     for m in (G, E):
         m.eval().to(memory_format=torch.channels_last)
     return SimpleNamespace(encoder=E, generator=G), {
         "h_block": cfg["h_block"], "h1_block": cfg["h1_block"], "code_shape": meta["code_shape"], "steps": step,
+        "arch": gcfg.get("arch", "upconv"),
         "minutes": round(minutes, 1), "images_seen": step * cfg["batch"], "data": Path(cfg["data"]).parent.name,
         "parameters": sum(v.numel() for v in state.values()), "losses": {k: cfg[k] for k in
                                                                       ("w_img", "w_h1", "w_h", "w_cls", "w_gan")}}
@@ -71,6 +76,12 @@ def recon_row(nets, x: torch.Tensor):
 
 
 SAMPLE_CHAINS, SAMPLE_STEPS, SAMPLE_SEED = 2, 60, 7
+
+
+def sampling_speed(bundle) -> dict:
+    """The default preset's median ms/step with 1 and 8 chains (``bench.time_steps``; the issue's
+    limits: 100 and 400 ms). Meaningful only on an otherwise idle machine."""
+    return {str(n): time_steps(bundle, DEFAULT_PRESET, n, 5, 3, "cpu")["median_ms"] for n in (1, 8)}
 
 
 def sample_figures(bundle, classes: list[int], judge, reference) -> dict:
@@ -93,6 +104,9 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=2, choices=[1, 2])
     ap.add_argument("--sample-classes", type=int, default=0,
                     help="also judge the default preset's samples on this many held-out classes (assets folders)")
+    ap.add_argument("--speed", action="store_true",
+                    help="time the default preset (1 and 8 chains) with every assets-folder variant of the table; "
+                         "run it on an otherwise idle machine")
     ap.add_argument("--out", default="reports/design_search")
     args = ap.parse_args()
     sample_classes = tuning_classes(args.sample_classes) if args.sample_classes else []
@@ -132,6 +146,11 @@ def main() -> None:
         if sample_classes and hasattr(nets, "bundle"):
             result["variants"][label]["samples"] = sample_figures(nets.bundle, sample_classes, judge, reference)
             print(label, "samples", json.dumps(result["variants"][label]["samples"]), flush=True)
+    if args.speed:
+        for label, v in result["variants"].items():
+            if (Path(v["path"]) / "model_card.json").exists():
+                v["ms_per_step"] = sampling_speed(load_variant(Path(v["path"]))[0].bundle)
+                print(label, "ms/step", v["ms_per_step"], flush=True)
     for spec in args.facts:
         label, facts = spec.split("=", 1)
         result["variants"][label].update(json.loads(facts))

@@ -102,3 +102,59 @@ def test_residual_code_dae_starts_as_the_identity():
     h = torch.randn(3, 4, 2, 2)
     assert torch.equal(MLPCodeDAE((4, 2, 2), (8, 4, 2), residual=True)(h), h)
     assert not torch.allclose(MLPCodeDAE((4, 2, 2), (8, 4, 2))(h), h)
+
+
+def test_pooled_head_code_is_what_the_classifier_reads():
+    """h_block = number of blocks: h is the pooled 1,280-d head, and the logits from it are Lite0's."""
+    from ppgn_core.nets.classifiers import LiteEncoder, load_efficientnet_lite
+
+    net = load_efficientnet_lite(0)
+    E = LiteEncoder(net, len(net.blocks), 4)
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        h = E(x)
+        assert h.shape == (2, 1280) and E.pooled_head and E.code_shape() == (1280,)
+        assert torch.allclose(E.h_to_logits(h), net((x - 0.5) / 0.5), atol=1e-4)
+        assert torch.allclose(E.h1_to_h(E.encode_h1(x)), h)
+    assert not LiteEncoder(net, 10, 4).pooled_head
+    with pytest.raises(ValueError, match="pooled head"):
+        LiteEncoder(net, len(net.blocks) + 1, 4)
+
+
+def test_every_generator_architecture_rebuilds_from_its_config():
+    """A model card keeps G's config(); build_generator makes the same network from it."""
+    from ppgn_core.nets.generators import (LaplacianGenerator, UpconvGenerator, VectorCodeGenerator,
+                                           build_generator)
+
+    torch.manual_seed(0)
+    for G, h in ((UpconvGenerator(8, 4, (16, 8, 8), 32), torch.randn(2, 8, 4, 4)),
+                 (VectorCodeGenerator(20, (16, 8, 8), 32), torch.randn(2, 20)),
+                 (LaplacianGenerator(8, 4, (16, 8), 32, refiner_width=8), torch.randn(2, 8, 4, 4))):
+        twin = build_generator(G.config())
+        twin.load_state_dict(G.state_dict())  # strict: the same layers
+        with torch.no_grad():
+            x = G(h)
+            assert x.shape == (2, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
+            assert torch.equal(twin(h), x)
+    with pytest.raises(ValueError, match="unknown generator architecture"):
+        build_generator({"arch": "nope", "widths": [8]})
+
+
+def test_laplacian_generator_is_its_coarse_image_upsampled_plus_a_residual():
+    """With the refiner's residual at zero, the 32-px image is the 16-px one upsampled (in logits);
+    ``with_coarse`` gives that coarse image too."""
+    import torch.nn.functional as F
+
+    from ppgn_core.nets.generators import LaplacianGenerator
+
+    torch.manual_seed(0)
+    G = LaplacianGenerator(8, 4, (16, 8), 32, refiner_width=8)
+    h = torch.randn(2, 8, 4, 4)
+    with torch.no_grad():
+        x, coarse = G(h, with_coarse=True)
+        assert x.shape == (2, 3, 32, 32) and coarse.shape == (2, 3, 16, 16)
+        last = G.refiner.body[-2]
+        last.weight.zero_(), last.bias.zero_()
+        up = torch.sigmoid(F.interpolate(torch.logit(coarse), scale_factor=2, mode="bilinear", align_corners=False))
+        assert not torch.allclose(x, up, atol=1e-3)  # the refiner adds detail
+        assert torch.allclose(G(h), up, atol=1e-5)

@@ -45,13 +45,12 @@ def _cfg(tiny_folder, out, **kw):
 def _fixed_losses(out: Path, cfg: TrainConfig) -> dict:
     """L_img, L_h1 and L_c of the checkpointed G on all cached images."""
     from ppgn_core.nets.classifiers import LiteEncoder, load_efficientnet_lite
-    from ppgn_core.nets.generators import UpconvGenerator
+    from ppgn_core.nets.generators import build_generator
 
     from ppgn_core.train import build_code_cache
 
     meta = json.loads((out / "config.json").read_text())
-    g = meta["generator"]
-    G = UpconvGenerator(g["code_channels"], g["code_size"], tuple(g["widths"]), g["out_size"])
+    G = build_generator(meta["generator"])
     G.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["G"])
     E = LiteEncoder(load_efficientnet_lite(0), cfg.h_block, cfg.h1_block, cfg.size)
     cache = build_code_cache(cfg, E, torch.device("cpu"))  # already built by the run: read back
@@ -67,8 +66,16 @@ def _fixed_losses(out: Path, cfg: TrainConfig) -> dict:
                 "cls": class_output_loss(E, E(xg), h).item()}
 
 
-def test_generator_training_lowers_losses(tiny_folder, tmp_path):
-    cfg = _cfg(tiny_folder, tmp_path / "g", steps=1, warmup_steps=0)
+#: the design search's generator variants: plain up-convolutions from block 10, coarse-to-fine
+#: (LAPGAN: a 16-px G and a refiner at 32 px), and the pooled 1,280-d head as h
+VARIANTS = {"upconv": {}, "laplacian": {"coarse_to_fine": True, "widths": [16, 8, 8], "refiner_width": 8},
+            "pooled head": {"h_block": 16, "widths": [16, 16, 8]}}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_generator_training_lowers_losses(tiny_folder, tmp_path, variant):
+    cfg = _cfg(tiny_folder, tmp_path / "g", steps=1, warmup_steps=0, cache=str(tmp_path / "cache"),
+               **VARIANTS[variant])
     run(cfg)
     before = _fixed_losses(tmp_path / "g", cfg)
     cfg = replace(cfg, steps=25)
@@ -78,7 +85,10 @@ def test_generator_training_lowers_losses(tiny_folder, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "g" / "losses.csv")))
     assert [int(r["step"]) for r in rows] == list(range(1, 26))
     assert all(r["loss_gan_g"] and r["loss_d"] for r in rows)
+    assert all(bool(r["loss_coarse"]) == (variant == "laplacian") for r in rows)  # the pyramid's coarse level
     assert (tmp_path / "g" / "recon_000025.png").exists()
+    arch = json.loads((tmp_path / "g" / "config.json").read_text())["generator"]["arch"]
+    assert arch == {"upconv": "upconv", "laplacian": "laplacian", "pooled head": "vector_upconv"}[variant]
 
 
 def test_resume_equals_uninterrupted_run(tiny_folder, tmp_path):
@@ -311,3 +321,19 @@ def test_export_of_a_run_trained_elsewhere_names_the_photos_here(tiny_folder, tm
     card = export(str(ck), assets=tmp_path / "assets", data=str(tiny_folder), cache=str(tmp_path / "cache_here"))
     assert card["generator"]["steps"] == 2 and (tmp_path / "assets" / "code_stats.safetensors").exists()
     assert any((tmp_path / "cache_here").iterdir())
+
+
+def test_design_search_table_names_each_code_layer_and_g():
+    """One row per variant; a flat code reads "pooled head"; figures not measured read "–"."""
+    from ppgn_core.export import design_search_table
+
+    base = {"minutes": 20.0, "images_seen": 19200, "psnr_db": 17.0, "judge_top1": 0.01, "judge_top5": 0.05,
+            "robust": {"robust_top1": 0.02, "robust_top5": 0.06, "precision": 0.25}, "parameters": 3.4e6}
+    lines = design_search_table({
+        "block 10": {**base, "h_block": 10, "code_shape": [112, 8, 8]},
+        "pooled": {**base, "h_block": 16, "code_shape": [1280], "arch": "vector_upconv",
+                   "samples": {"robust_top1": 0.3, "precision": 0.1}, "ms_per_step": {"1": 61.2, "8": 301.0}}})
+    assert len(lines) == 4 and all(line.count("|") == lines[0].count("|") for line in lines)
+    assert "| block 10 [112, 8, 8] | upconv, 3.40 M |" in lines[2] and lines[2].endswith("| – | – | – |")
+    assert "| pooled head [1280] | vector_upconv, 3.40 M |" in lines[3]
+    assert lines[3].endswith("| 30.0% | 10.0% | 61 / 301 |")

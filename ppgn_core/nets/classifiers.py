@@ -191,19 +191,25 @@ class LiteEncoder(nn.Module):
     """Encoder E = E2∘E1 over the first blocks of an EfficientNet-Lite (paper Fig. 3f, S9).
 
     ``h1`` (the feature-matching layer, the analogue of AlexNet's pool5) is the output of block
-    ``h1_block``; the code ``h`` (the analogue of fc6) is the output of block ``h_block``. Images
-    are seen at ``input_size`` (128 px: h is 320×4×4 for Lite0).
+    ``h1_block``; the code ``h`` (the analogue of fc6) is the output of block ``h_block``, or, with
+    ``h_block`` = the number of blocks (16 for Lite0), the pooled head: the 1,280-d vector that
+    the classifier's last linear layer reads. Images are seen at ``input_size`` (128 px).
     """
 
     def __init__(self, net: EfficientNetLite, h_block: int = 15, h1_block: int = 10,
                  input_size: int = 128):
         super().__init__()
-        if not 0 <= h1_block < h_block < len(net.blocks):
-            raise ValueError("need 0 <= h1_block < h_block < number of blocks")
+        if not 0 <= h1_block < h_block <= len(net.blocks):
+            raise ValueError(f"need 0 <= h1_block < h_block <= {len(net.blocks)} (the pooled head)")
         self.net = net.eval()
         self.h_block, self.h1_block, self.input_size = h_block, h1_block, input_size
         for p in self.net.parameters():
             p.requires_grad_(False)
+
+    @property
+    def pooled_head(self) -> bool:
+        """Whether h is the pooled head (a flat vector) rather than a block's feature map."""
+        return self.h_block == len(self.net.blocks)
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.input_size:
@@ -220,10 +226,14 @@ class LiteEncoder(nn.Module):
         y = h1
         for block in self.net.blocks[self.h1_block + 1: self.h_block + 1]:
             y = block(y)
+        if self.pooled_head:
+            y = self.net.pool(self.net.head(y)).flatten(1)
         return y
 
     def h_to_logits(self, h: torch.Tensor) -> torch.Tensor:
         """The classifier's logits from the code h (the rest of the network above ``h_block``)."""
+        if self.pooled_head:
+            return self.net.fc(h)
         return self.net.forward_from(h, self.h_block + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -234,7 +244,7 @@ class LiteEncoder(nn.Module):
         h1 = self.encode_h1(x)
         return h1, self.h1_to_h(h1)
 
-    def code_shape(self) -> tuple[int, int, int]:
+    def code_shape(self) -> tuple[int, ...]:
         with torch.no_grad():
             h = self(torch.zeros(1, 3, self.input_size, self.input_size,
                                  device=next(self.net.parameters()).device))

@@ -1,9 +1,14 @@
 """Generators G: code h → image x in [0, 1] (paper Sec. 3.2, S9.4).
 
-``UpconvGenerator`` is the project's CPU-sized G: it inverts a spatial code (C×4×4) with
+``UpconvGenerator`` is the project's CPU-sized G: it inverts a spatial code (C×s×s) with
 nearest-neighbour upsampling + 3×3 convolutions and ends at half resolution with a
 pixel-shuffle, so that no convolution runs at the full output resolution (the cost that
-dominated earlier CPU recipes). ``PaperFc6Generator`` is the original release's fc6 generator.
+dominated earlier CPU recipes). Two variants of the design search plug around it:
+``VectorCodeGenerator`` (a flat code such as E's pooled head, through a linear layer to 4×4) and
+``LaplacianGenerator`` (coarse-to-fine, Denton et al. 2015: a half-resolution G plus a
+class-agnostic refiner that adds the full-resolution detail). ``build_generator`` makes any of
+them from the ``config()`` a model card keeps. ``PaperFc6Generator`` is the original release's
+fc6 generator.
 """
 
 from __future__ import annotations
@@ -47,6 +52,81 @@ class UpconvGenerator(nn.Module):
     def config(self) -> dict:
         return {"arch": "upconv", "code_channels": self.code_channels, "code_size": self.code_size,
                 "widths": list(self.widths), "out_size": self.out_size}
+
+
+class VectorCodeGenerator(nn.Module):
+    """G for a flat code h (B×code_dim, e.g. E's pooled 1,280-d head): a linear layer to
+    widths[0]×4×4, then an ``UpconvGenerator`` from 4×4 to ``out_size``."""
+
+    def __init__(self, code_dim: int = 1280, widths: tuple[int, ...] = (384, 384, 256, 128, 64),
+                 out_size: int = 128, slope: float = 0.2):
+        super().__init__()
+        self.code_dim = code_dim
+        self.fc = nn.Linear(code_dim, widths[0] * 16)
+        self.act = nn.LeakyReLU(slope, inplace=True)
+        self.upconv = UpconvGenerator(widths[0], 4, widths, out_size, slope)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.upconv(self.act(self.fc(h.flatten(1))).view(len(h), -1, 4, 4))
+
+    def config(self) -> dict:
+        c = self.upconv.config()
+        return {"arch": "vector_upconv", "code_dim": self.code_dim, "widths": c["widths"], "out_size": c["out_size"]}
+
+
+class LaplacianRefiner(nn.Module):
+    """The fine stage of a Laplacian pyramid G: from the upsampled coarse image (B×3×s×s in
+    [0, 1]) the residual that adds the detail, in logit units. Class-agnostic (it never sees h),
+    and cheap: its convolutions run at s/2 on the pixel-unshuffled image."""
+
+    def __init__(self, width: int = 48, slope: float = 0.2):
+        super().__init__()
+        self.width = width
+        self.body = nn.Sequential(nn.PixelUnshuffle(2), _conv(12, width), nn.LeakyReLU(slope, inplace=True),
+                                  _conv(width, width), nn.LeakyReLU(slope, inplace=True),
+                                  _conv(width, 12), nn.PixelShuffle(2))
+
+    def forward(self, up: torch.Tensor) -> torch.Tensor:
+        return self.body(up * 2 - 1)
+
+
+class LaplacianGenerator(nn.Module):
+    """Coarse-to-fine G (LAPGAN, Denton et al. 2015): an ``UpconvGenerator`` draws the image at
+    half resolution from h; it is upsampled (bilinear) and a ``LaplacianRefiner`` adds the
+    full-resolution residual in logit units: x = σ(u + refiner(σ(u))), u = up(logit_coarse).
+    ``forward(h, with_coarse=True)`` also returns the coarse image (its own pixel loss in training)."""
+
+    def __init__(self, code_channels: int = 112, code_size: int = 8, widths: tuple[int, ...] = (384, 256, 128),
+                 out_size: int = 128, refiner_width: int = 48, slope: float = 0.2):
+        super().__init__()
+        self.coarse = UpconvGenerator(code_channels, code_size, widths, out_size // 2, slope)
+        self.refiner = LaplacianRefiner(refiner_width, slope)
+        self.out_size = out_size
+
+    def forward(self, h: torch.Tensor, with_coarse: bool = False):
+        logits = self.coarse.body(h)
+        up_logits = nn.functional.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
+        x = torch.sigmoid(up_logits + self.refiner(torch.sigmoid(up_logits)))
+        return (x, torch.sigmoid(logits)) if with_coarse else x
+
+    def config(self) -> dict:
+        c = self.coarse.config()
+        return {"arch": "laplacian", "code_channels": c["code_channels"], "code_size": c["code_size"],
+                "widths": c["widths"], "out_size": self.out_size, "refiner_width": self.refiner.width}
+
+
+def build_generator(config: dict) -> nn.Module:
+    """The G that ``config`` (a generator's ``config()``, as kept in a model card) describes."""
+    arch = config.get("arch", "upconv")
+    widths = tuple(config["widths"])
+    if arch == "upconv":
+        return UpconvGenerator(config["code_channels"], config["code_size"], widths, config["out_size"])
+    if arch == "vector_upconv":
+        return VectorCodeGenerator(config["code_dim"], widths, config["out_size"])
+    if arch == "laplacian":
+        return LaplacianGenerator(config["code_channels"], config["code_size"], widths, config["out_size"],
+                                  config.get("refiner_width", 48))
+    raise ValueError(f"unknown generator architecture {arch!r}: upconv, vector_upconv or laplacian")
 
 
 class PaperFc6Generator(nn.Module):

@@ -18,7 +18,7 @@ import torch.nn as nn
 from .classifiers import (ImageClassifier, LiteEncoder, efficientnet_lite_classifier, load_efficientnet_lite,
                           torchvision_classifier)
 from .daes import ConvImageDAE, MLPCodeDAE
-from .generators import UpconvGenerator
+from .generators import build_generator
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 #: named bundles: the folder under assets/ that holds each one's files and model card
@@ -127,8 +127,7 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu", class
     encoder = LiteEncoder(load_efficientnet_lite(enc_cfg["variant"]), enc_cfg["h_block"], enc_cfg["h1_block"],
                           enc_cfg["input_size"])
     g_cfg = card["generator"]["config"]
-    generator = _load_module(UpconvGenerator(g_cfg["code_channels"], g_cfg["code_size"], tuple(g_cfg["widths"]),
-                                             g_cfg["out_size"]), assets, files["generator"])
+    generator = _load_module(build_generator(g_cfg), assets, files["generator"])
     code_shape = tuple(card["code"]["shape"])
     stats = load_safetensors_checked(Path(assets) / files["code_stats"]["file"], files["code_stats"].get("sha256"))
     code_dae = image_dae = None
