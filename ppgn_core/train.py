@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from .data import IMAGENET_1K_ROOT, cached_images, load_folder, to_float
 from .nets.classifiers import LiteEncoder, load_efficientnet_lite
 from .nets.daes import ConvImageDAE, MLPCodeDAE
-from .nets.generators import Discriminator, LaplacianGenerator, UpconvGenerator, VectorCodeGenerator
+from .nets.generators import Discriminator, LaplacianGenerator, build_generator
 
 
 @dataclass
@@ -236,13 +236,15 @@ def class_output_loss(encoder: LiteEncoder, h_fake: torch.Tensor, h_real: torch.
 def _build_generator(cfg: TrainConfig, code_shape: tuple[int, ...]) -> nn.Module:
     """G for codes of ``code_shape``: a flat code (the pooled head) goes through a linear layer
     to 4×4; ``coarse_to_fine`` gives the Laplacian (LAPGAN) G; else the plain up-convolutions."""
+    config: dict = {"widths": list(cfg.widths), "out_size": cfg.size}
     if len(code_shape) == 1:
         if cfg.coarse_to_fine:
             raise ValueError("coarse_to_fine needs a spatial code (h_block below the pooled head)")
-        return VectorCodeGenerator(code_shape[0], tuple(cfg.widths), cfg.size)
+        return build_generator({**config, "arch": "vector_upconv", "code_dim": code_shape[0]})
+    config.update(code_channels=code_shape[0], code_size=code_shape[1])
     if cfg.coarse_to_fine:
-        return LaplacianGenerator(code_shape[0], code_shape[1], tuple(cfg.widths), cfg.size, cfg.refiner_width)
-    return UpconvGenerator(code_shape[0], code_shape[1], tuple(cfg.widths), cfg.size)
+        return build_generator({**config, "arch": "laplacian", "refiner_width": cfg.refiner_width})
+    return build_generator({**config, "arch": "upconv"})
 
 
 def generate(G: nn.Module, h: torch.Tensor, laplacian: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

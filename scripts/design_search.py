@@ -29,11 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ppgn_core.bench import time_steps  # noqa: E402
 from ppgn_core.data import to_float, val_photos  # noqa: E402
-from ppgn_core.evaluate import RECON_RANKS, Judge, reconstruction_metrics  # noqa: E402
+from ppgn_core.evaluate import RECON_RANKS, Judge, reconstruction_metrics, run_preset_on_classes  # noqa: E402
 from ppgn_core.export import design_search_table, generator_source  # noqa: E402
 from ppgn_core.images import grid  # noqa: E402
 from ppgn_core.judge import real_reference  # noqa: E402
-from ppgn_core.evaluate import run_preset_on_classes  # noqa: E402
 from ppgn_core.presets import DEFAULT_PRESET  # noqa: E402
 from ppgn_core.nets.classifiers import LiteEncoder, load_efficientnet_lite  # noqa: E402
 from ppgn_core.nets.generators import build_generator  # noqa: E402
@@ -122,15 +121,18 @@ def main() -> None:
         result["variants"] = json.loads(report.read_text()).get("variants", {})
     rows = [grid(x[:8], nrow=8)]
     fresh = {spec.split("=", 1)[0] for spec in args.variant + args.from_evaluation}
+    loaded = {}  # label → nets, each variant loaded once
     for label, v in result["variants"].items():  # earlier variants keep their row in the picture
         if label not in fresh and Path(v["path"]).exists():
-            rows.append(recon_row(load_variant(Path(v["path"]))[0], x))
+            loaded[label] = load_variant(Path(v["path"]))[0]
+            rows.append(recon_row(loaded[label], x))
     for spec in args.from_evaluation:
         label, ev, path = spec.split("=", 2)
         rec = json.loads(Path(ev).read_text())["reconstruction"]
         if rec["n"] != len(x):
             raise SystemExit(f"{ev} judged {rec['n']} reconstructions, this table {len(x)}: not the same photos")
         nets, facts = load_variant(Path(path))
+        loaded[label] = nets
         result["variants"][label] = {"path": path, "from": ev, **facts, **rec}
         rows.append(recon_row(nets, x))
     if args.note:
@@ -138,6 +140,7 @@ def main() -> None:
     for spec in args.variant:
         label, path = spec.split("=", 1)
         nets, facts = load_variant(Path(path))
+        loaded[label] = nets
         with torch.no_grad():
             m = reconstruction_metrics(nets, x, judge=judge, labels=labels, reference=reference)
         rows.append(recon_row(nets, x))
@@ -147,10 +150,10 @@ def main() -> None:
             result["variants"][label]["samples"] = sample_figures(nets.bundle, sample_classes, judge, reference)
             print(label, "samples", json.dumps(result["variants"][label]["samples"]), flush=True)
     if args.speed:
-        for label, v in result["variants"].items():
-            if (Path(v["path"]) / "model_card.json").exists():
-                v["ms_per_step"] = sampling_speed(load_variant(Path(v["path"]))[0].bundle)
-                print(label, "ms/step", v["ms_per_step"], flush=True)
+        for label, nets in loaded.items():
+            if hasattr(nets, "bundle"):  # an assets folder: a G the sampler can run
+                result["variants"][label]["ms_per_step"] = sampling_speed(nets.bundle)
+                print(label, "ms/step", result["variants"][label]["ms_per_step"], flush=True)
     for spec in args.facts:
         label, facts = spec.split("=", 1)
         result["variants"][label].update(json.loads(facts))

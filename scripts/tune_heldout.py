@@ -92,6 +92,7 @@ def main() -> None:
     judge = Judge()
     reference = real_reference(judge)
     classes = tuning_classes(args.classes, args.skip)
+    tag = f"[{args.classes} classes from {args.skip}, {args.chains} chains, seed {args.seed}]"  # of every row's name
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {"results": {}}
     for text in args.config:
@@ -103,7 +104,7 @@ def main() -> None:
         # snapshots are taken at steps 0, every, 2·every, …
         rows = {str(t): judged_row(judge, run.trajectory[t // every], run.targets, reference,
                                    run.p_trajectory[t // every]) for t in judge_at}
-        key = f"{name} [{args.classes} classes from {args.skip}, {args.chains} chains, seed {args.seed}]"
+        key = f"{name} {tag}"
         report["results"][key] = {"preset": preset, "overrides": ov, "by_step": rows,
                                   "seconds": round(run.seconds, 1)}
         report.setdefault("classes", {})[f"{args.classes} from {args.skip}"] = classes
@@ -111,8 +112,7 @@ def main() -> None:
               flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1))
-    same_classes = {k: v for k, v in report["results"].items()
-                    if f"[{args.classes} classes from {args.skip}, {args.chains} chains, seed {args.seed}]" in k}
+    same_classes = {k: v for k, v in report["results"].items() if k.endswith(tag)}
     print("picked (best eligible robust top-1 at step", max(judge_at), "):",
           pick_setting(same_classes, str(max(judge_at))), flush=True)
 

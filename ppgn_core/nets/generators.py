@@ -46,8 +46,12 @@ class UpconvGenerator(nn.Module):
         layers += [_conv(widths[-1], 12), nn.PixelShuffle(2)]
         self.body = nn.Sequential(*layers)
 
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The image before its sigmoid (the Laplacian G upsamples these)."""
+        return self.body(h)
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.body(h))
+        return torch.sigmoid(self.logits(h))
 
     def config(self) -> dict:
         return {"arch": "upconv", "code_channels": self.code_channels, "code_size": self.code_size,
@@ -104,7 +108,7 @@ class LaplacianGenerator(nn.Module):
         self.out_size = out_size
 
     def forward(self, h: torch.Tensor, with_coarse: bool = False):
-        logits = self.coarse.body(h)
+        logits = self.coarse.logits(h)
         up_logits = nn.functional.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
         x = torch.sigmoid(up_logits + self.refiner(torch.sigmoid(up_logits)))
         return (x, torch.sigmoid(logits)) if with_coarse else x
