@@ -48,15 +48,26 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _add_robust(p) -> None:
+def _add_condition_options(p) -> None:
     p.add_argument("--robust-k", type=int, default=None,
                    help="robust condition: average C's gradient over K random views of the image per step "
                         "(shift, scale 0.9–1.1, rotation; 0 = off; default: the preset's)")
     p.add_argument("--robust-blur", type=float, default=None, help="σ (px) of an extra blur in each robust view")
+    p.add_argument("--realism", type=float, default=None,
+                   help="weight of log D(real|x), the GAN discriminator shipped with G, as a second condition "
+                        "(0 = off; default: the preset's)")
+    p.add_argument("--p-target", type=float, default=None,
+                   help="p(class) under C at which a chain is satisfied (see --at-target; 1 = never; "
+                        "default: the preset's)")
+    p.add_argument("--at-target", choices=["prior", "stop"], default=None,
+                   help="what a chain does once p(class) reached --p-target: follow the prior alone, or stop "
+                        "where it is until p falls below again (default: the preset's)")
 
 
-def _robust_overrides(args) -> dict:
-    return {k: v for k, v in (("robust_k", args.robust_k), ("robust_blur", args.robust_blur)) if v is not None}
+def _condition_overrides(args) -> dict:
+    return {k: v for k, v in (("robust_k", args.robust_k), ("robust_blur", args.robust_blur),
+                              ("realism", args.realism), ("p_target", args.p_target),
+                              ("at_target", args.at_target)) if v is not None}
 
 
 def _add_common(p) -> None:
@@ -70,7 +81,7 @@ def _add_common(p) -> None:
     p.add_argument("--eps1-end", type=float, default=None,
                    help="ε1 goes linearly from ε1 to this by the last step (default: constant ε1)")
     p.add_argument("--step-form", choices=["eq5", "release"], default=None)
-    _add_robust(p)
+    _add_condition_options(p)
     p.add_argument("--snapshot-every", type=int, default=10)
     p.add_argument("--out", default="out")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
@@ -122,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps1", type=float, default=None, help="override ε1 of the learned h-space priors (joint, joint-noisy, R_h)")
     p.add_argument("--eps1-end", type=float, default=None,
                    help="the learned h priors' ε1 goes linearly to this by the last step (default: constant)")
-    _add_robust(p)
+    _add_condition_options(p)
     p.add_argument("--recon-per-class", type=int, default=2, choices=[0, 1, 2],
                    help="val photos per class for the reconstructions G(E(x)) (1,000-class set; 0: none)")
     p.add_argument("--inpaint", type=int, default=0, help="also evaluate inpainting on this many val photos")
@@ -210,7 +221,8 @@ def _run_sample(args) -> int:
                         steps=args.steps, chains=args.chains, seed=args.seed,
                         eps=tuple(args.eps) if args.eps else None, lr=args.lr, lr_end=args.lr_end,
                         eps1_end=args.eps1_end, step_form=args.step_form, snapshot_every=args.snapshot_every,
-                        robust_k=args.robust_k, robust_blur=args.robust_blur).validate()
+                        robust_k=args.robust_k, robust_blur=args.robust_blur, realism=args.realism,
+                        p_target=args.p_target, at_target=args.at_target).validate()
     bundle, device = _load(args)
     start = load_image(args.start_image, bundle.image_size).to(device) if args.start_image else None
     with torch.inference_mode(False):
@@ -240,7 +252,7 @@ def _run_inpaint(args) -> int:
     result = run_inpaint(bundle, x, mask, classes=args.classes, preset=args.preset, steps=args.steps,
                          seed=args.seed, eps4=args.eps4, chains=args.chains,
                          eps=tuple(args.eps) if args.eps else None, lr=args.lr, lr_end=args.lr_end,
-                         eps1_end=args.eps1_end, **_robust_overrides(args))
+                         eps1_end=args.eps1_end, **_condition_overrides(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     masked = x * (1 - mask) + mask * 0.5
@@ -289,7 +301,7 @@ def _run_evaluate(args) -> int:
             o.update(lr=args.lr, lr_end=args.lr)
         if get_preset(p).prior in LEARNED_H_PRIORS:
             o.update({k: v for k, v in (("eps1", args.eps1), ("eps1_end", args.eps1_end)) if v is not None})
-        o.update(_robust_overrides(args))
+        o.update(_condition_overrides(args))
         overrides[p] = o
     inpaint, inpaint_steps = (1, 2) if args.quick else (args.inpaint, steps)
     evaluate(bundle, Path(args.out), presets, classes, chains, steps, args.seed, device, real_classes=real_classes,

@@ -7,7 +7,8 @@ where asked, hidden activations) and returns one value per chain, to be *maximis
   logit, or the softmax probability;
 * :class:`UnitCondition` — a hidden unit named ``"layer:unit"`` (channel mean, or one spatial
   position ``"layer:unit@i,j"``);
-* :class:`MultiCondition` — several conditions with weights (a product of experts, Eq. 2).
+* :class:`MultiCondition` — several conditions with weights (a product of experts, Eq. 2);
+* :class:`RealismCondition` — log p(real|x) under the GAN discriminator D (not in the paper's sampler).
 
 :func:`evaluate` runs each condition network once per step, however many conditions use it.
 The inpainting context (Sec. S10) lives in :class:`InpaintContext`.
@@ -124,6 +125,25 @@ class MultiCondition(Condition):
 
     def parts(self):
         return list(self._parts)
+
+
+class RealismCondition:
+    """log p(real|x) = log σ(D(x)) under the GAN discriminator D that was trained beside G: a second
+    expert in the product (Eq. 2), with y = "a real photo" instead of a class. Not in the paper's
+    sampler (there D only shapes G in training); the same idea as discriminator-driven latent
+    sampling (Che et al. 2020), which adds D's logit to the energy of a GAN's latent code. Its
+    weight is ``StepSettings.realism``."""
+
+    label = "realism (D)"
+
+    def __init__(self, discriminator: torch.nn.Module):
+        self.discriminator = discriminator.eval()
+        for p in self.discriminator.parameters():
+            p.requires_grad_(False)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(real|x) per image (x in [0, 1], at D's input size)."""
+        return F.logsigmoid(self.discriminator(x).float())
 
 
 @dataclass

@@ -53,6 +53,50 @@ def generator_source(path: str | Path) -> tuple[dict, dict, int, float, dict]:
     return meta, _strip(ck["G"]), int(ck["step"]), float(ck["minutes"]), _last_row(path / "losses.csv")
 
 
+def discriminator_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """D's state from a run folder or a compact checkpoint ({} when the run kept none)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from .train import load_compact_checkpoint
+
+        return load_compact_checkpoint(path)["D"]
+    ck = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
+    return _strip(ck.get("D", {}))
+
+
+def discriminator_entry(state: dict[str, torch.Tensor], assets: Path, in_size: int) -> tuple[dict, dict]:
+    """Save D (fp16) beside G; returns its files entry and its model-card section. D is shipped for
+    the sampler's optional realism term (``StepSettings.realism``)."""
+    widths = [int(state[f"features.{2 * i}.weight"].shape[0]) for i in range(len(state) // 2 - 1)]
+    entry = _save_fp16(state, Path(assets) / "discriminator.safetensors")
+    section = {"config": {"in_size": in_size, "widths": widths},
+               "parameters": sum(v.numel() for v in state.values()),
+               "note": "the sampler's realism term reads "
+                       "log σ(D(x)) as log p(real|x)"}
+    return entry, section
+
+
+def add_discriminator(source: str | Path, assets: Path = ASSETS) -> dict:
+    """Ship the D of a training run (``source``: the run folder or compact checkpoint whose G is
+    the shipped one) beside G and record it in the model card; returns the card."""
+    assets = Path(assets)
+    card = json.loads((assets / CARD_NAME).read_text())
+    _, g_state, *_ = generator_source(source)
+    state = discriminator_state(source)
+    if not state:
+        raise ValueError(f"{source} holds no discriminator D")
+    from safetensors.torch import load_file
+
+    g_file = load_file(str(assets / card["files"]["generator"]["file"]))
+    if any(not torch.equal(g_state[k].half(), g_file[k]) for k in g_file):
+        raise ValueError(f"the G in {source} is not the shipped G: its D would not match it")
+    card["files"]["discriminator"], card["discriminator"] = discriminator_entry(
+        state, assets, int(card["generator"]["config"]["out_size"]))
+    (assets / CARD_NAME).write_text(json.dumps(card, indent=2))
+    write_card_markdown(card, assets / "MODEL_CARD.md")
+    return card
+
+
 def _save_fp16(state: dict[str, torch.Tensor], path: Path) -> dict:
     from safetensors.torch import save_file
 
@@ -105,6 +149,7 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
     if not Path(gcfg["data"]).is_dir():
         raise FileNotFoundError(f"the run's training photos are not here: {gcfg['data']} (name them with --data)")
     files: dict = {"generator": _save_fp16(g_state, assets / "generator.safetensors")}
+    d_state = discriminator_state(generator_run)
     from .nets.classifiers import LiteEncoder, load_efficientnet_lite
     from .train import TrainConfig, build_code_cache
 
@@ -137,6 +182,8 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
                       "final_losses": g_losses},
         "files": files,
     }
+    if d_state:
+        files["discriminator"], card["discriminator"] = discriminator_entry(d_state, assets, gcfg["size"])
     previous = json.loads((assets / CARD_NAME).read_text()) if (assets / CARD_NAME).exists() else {}
     same_g = previous.get("files", {}).get("generator", {}).get("sha256") == files["generator"]["sha256"]
     if same_g:  # re-export of the same weights (e.g. to add metrics): keep the recorded lineage
@@ -256,6 +303,10 @@ def write_card_markdown(card: dict, path: Path) -> None:
             d = card[key]
             lines += [f"**{title}.** {d['config']}, σ = {d['sigma']:.4g}, {d['parameters'] / 1e6:.2f} M parameters, "
                       f"{d['steps']} steps in {d['wall_minutes']} minutes. Final: `{json.dumps(d['final_losses'])}`", ""]
+    if "discriminator" in card:
+        d = card["discriminator"]
+        lines += [f"**Discriminator D.** strided convolutions with widths {d['config']['widths']}, "
+                  f"{d['parameters'] / 1e6:.2f} M parameters, trained beside G; {d['note']}.", ""]
     if "design_search" in card:
         lines += ["## Design search (`scripts/design_search.py`: reconstructions G(E(x)) of unseen val photos)", "",
                   card["design_search"].get("val_set", ""), "",

@@ -12,13 +12,14 @@ import torch
 from .conditions import ClassCondition, Condition, InpaintContext, MultiCondition, UnitCondition, class_index
 from .nets.registry import ModelBundle
 from .presets import DEFAULT_PRESET, build_sampler, get_preset
-from .sampler import MAX_ROBUST_K, Sampler, Snapshot
+from .sampler import AT_TARGET, MAX_ROBUST_K, Sampler, Snapshot
 
 #: caps sized for a 2-core, 24 GiB machine; raise them with the environment variables
 MAX_STEPS = int(os.environ.get("PPGN_MAX_STEPS", "2000"))
 MAX_CHAINS = int(os.environ.get("PPGN_MAX_CHAINS", "16"))
 EPS_LIMITS = {"eps1": (0.0, 10.0), "eps2": (0.0, 1e3), "eps3": (0.0, 100.0), "eps4": (0.0, 1e3),
-              "eps1_end": (0.0, 10.0), "lr": (0.0, 10.0), "lr_end": (0.0, 10.0), "robust_blur": (0.0, 3.0)}
+              "eps1_end": (0.0, 10.0), "lr": (0.0, 10.0), "lr_end": (0.0, 10.0), "robust_blur": (0.0, 3.0),
+              "realism": (0.0, 100.0), "p_target": (0.001, 1.0)}
 
 
 @dataclass
@@ -41,6 +42,9 @@ class SampleRequest:
     snapshot_every: int = 10
     robust_k: int | None = None  # views of x the condition averages over (0: off; None: the preset's)
     robust_blur: float | None = None
+    realism: float | None = None  # weight of log D(real|x) (0: off; None: the preset's)
+    p_target: float | None = None  # p(class) at which a chain is satisfied (1: never; None: the preset's)
+    at_target: str | None = None  # a satisfied chain: "prior" (the prior alone) or "stop" (None: the preset's)
 
     def validate(self) -> "SampleRequest":
         get_preset(self.preset)
@@ -66,8 +70,11 @@ class SampleRequest:
         if self.robust_k is not None and (not isinstance(self.robust_k, int) or isinstance(self.robust_k, bool)
                                           or not 0 <= self.robust_k <= MAX_ROBUST_K):
             raise ValueError(f"robust_k (views per step) must be a whole number in 0..{MAX_ROBUST_K}, got {self.robust_k!r}")
-        if self.robust_blur is not None:
-            check_range("robust_blur", self.robust_blur)
+        for name in ("robust_blur", "realism", "p_target"):
+            if getattr(self, name) is not None:
+                check_range(name, getattr(self, name))
+        if self.at_target is not None and self.at_target not in AT_TARGET:
+            raise ValueError(f"at_target must be one of {AT_TARGET}, got {self.at_target!r}")
         if not self.classes and not self.neuron:
             raise ValueError("give a class or a neuron to condition on")
         if self.weights is not None and len(self.weights) != len(self.classes):
@@ -78,7 +85,8 @@ class SampleRequest:
         o: dict = {}
         if self.eps is not None:
             o.update(eps1=float(self.eps[0]), eps2=float(self.eps[1]), eps3=float(self.eps[2]))
-        for name in ("eps4", "eps1_end", "lr", "lr_end", "step_form", "robust_k", "robust_blur"):
+        for name in ("eps4", "eps1_end", "lr", "lr_end", "step_form", "robust_k", "robust_blur", "realism",
+                     "p_target", "at_target"):
             if getattr(self, name) is not None:
                 o[name] = getattr(self, name)
         if self.lr is not None and self.lr_end is None:  # the preset's step decay, kept in proportion
@@ -147,7 +155,9 @@ def result_record(req: SampleRequest, sampler: Sampler, snaps: list[Snapshot], s
     return {
         "preset": preset.name, "preset_title": preset.title, "paper_eps": list(preset.paper_eps),
         "eps": [s.eps1, s.eps2, s.eps3], "eps4": s.eps4, "step_form": s.step_form, "lr": s.lr, "lr_end": s.lr_end,
-        "eps1_end": s.eps1_end, "robust_k": s.robust_k, "robust_blur": s.robust_blur, "seed": req.seed,
+        "eps1_end": s.eps1_end, "robust_k": s.robust_k, "robust_blur": s.robust_blur,
+        "realism": s.realism, "p_target": s.p_target,
+        "at_target": s.at_target, "seed": req.seed,
         "steps": req.steps, "steps_run": last.step, "stopped_early": last.step < req.steps,
         "classes": req.classes, "neuron": req.neuron, "weights": req.weights, "chains": chain_records(
             first, last, bool(req.neuron) and not req.classes),

@@ -23,12 +23,13 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .conditions import Condition, InpaintContext, evaluate, evaluate_robust
+from .conditions import Condition, InpaintContext, RealismCondition, evaluate, evaluate_robust
 from .priors import Prior
 from .spaces import Space
 
 STEP_FORMS = ("eq5", "release")
 PRIOR_CONFLICT = ("keep", "project")
+AT_TARGET = ("prior", "stop")  # what a chain does once p(class) reached p_target
 MAX_ROBUST_K = 16
 
 
@@ -49,14 +50,17 @@ class StepSettings:
     reset_every: int = 0  # MFV schedule: restart chains from new random codes every N steps
     robust_k: int = 0  # > 0: the condition's gradient averaged over this many random views of x (EOT)
     robust_blur: float = 0.0  # σ (pixels) of an extra blur in each robust view; 0 = none
+    realism: float = 0.0  # weight of log D(real|x), the GAN discriminator as a second condition; 0 = off
+    p_target: float = 1.0  # a chain whose p(class) under C reaches this is satisfied (1 = never)
+    at_target: str = "prior"  # a satisfied chain: "prior" (no condition term, the prior alone) or "stop" (stays put)
 
     def validate(self) -> "StepSettings":
         optional = ("eps1_end",) if self.eps1_end is not None else ()  # None: no ε1 schedule
-        for name in ("eps1", "eps2", "eps3", "eps4", "lr", "lr_end", *optional):
+        for name in ("eps1", "eps2", "eps3", "eps4", "lr", "lr_end", "realism", *optional):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
-        for name in ("eps1", "eps3", "eps4", "lr", "lr_end", *optional):
+        for name in ("eps1", "eps3", "eps4", "lr", "lr_end", "realism", *optional):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if self.prior_conflict not in PRIOR_CONFLICT:
@@ -67,6 +71,10 @@ class StepSettings:
             raise ValueError("jitter and reset_every must be ≥ 0")
         if not isinstance(self.robust_k, int) or not 0 <= self.robust_k <= MAX_ROBUST_K:
             raise ValueError(f"robust_k must be an integer in 0..{MAX_ROBUST_K}, got {self.robust_k!r}")
+        if not isinstance(self.p_target, (int, float)) or not 0 < self.p_target <= 1:
+            raise ValueError(f"p_target must be a probability in (0, 1], got {self.p_target!r}")
+        if self.at_target not in AT_TARGET:
+            raise ValueError(f"at_target must be one of {AT_TARGET}, got {self.at_target!r}")
         if not isinstance(self.robust_blur, (int, float)) or not 0 <= self.robust_blur <= 3:
             raise ValueError(f"robust_blur must be a number in 0..3 pixels, got {self.robust_blur!r}")
         return self
@@ -145,8 +153,9 @@ class Sampler:
 
     def __init__(self, space: Space, prior: Prior, condition: Condition, control: Control,
                  context: InpaintContext | None = None, seed: int = 0, max_abs: float | None = None,
-                 reuse_image: bool = True):
+                 reuse_image: bool = True, realism: RealismCondition | None = None):
         self.space, self.prior, self.condition, self.control = space, prior, condition, control
+        self.realism = realism  # log D(real|x), weighted by StepSettings.realism (None: no D)
         self.reuse_image = reuse_image  # the prior reuses x(z) from the condition pass (False: recompute; bench)
         self.context = context
         self.seed = int(seed)
@@ -189,11 +198,27 @@ class Sampler:
                 out = evaluate(self.condition, self._jitter(x, s.jitter) if need_grad else x)
             grad = None
             if need_grad:
-                total = s.eps2 * out.objective.sum()
+                total = s.eps2 * (self._gated(out, s.p_target) if s.at_target == "prior" else out.objective).sum()
+                if s.realism > 0:
+                    total = total + s.realism * self._realism_term().value(x).sum()
                 if self.context is not None and s.eps4 > 0:
                     total = total - s.eps4 * self.context.context_loss(self.space.to_image(zz)).sum()
                 (grad,) = torch.autograd.grad(total, zz)
         return x.detach(), out, grad
+
+    @staticmethod
+    def _gated(out, p_target: float) -> torch.Tensor:
+        """The condition's objective, with the chains whose p(class) reached ``p_target`` left out:
+        for them the step follows the prior alone until p falls below the target again (the
+        condition as a constraint, not a quantity to push forever; not in the paper)."""
+        if p_target >= 1 or out.p_class is None:
+            return out.objective
+        return torch.where(out.p_class.detach() >= p_target, torch.zeros_like(out.objective), out.objective)
+
+    def _realism_term(self) -> RealismCondition:
+        if self.realism is None:
+            raise ValueError("realism > 0 needs a discriminator D in the model bundle (this bundle has none)")
+        return self.realism
 
     def step_direction(self, z: torch.Tensor, grad_term: torch.Tensor, s: StepSettings, t: int,
                        steps: int, x: torch.Tensor | None = None) -> torch.Tensor:
@@ -232,6 +257,8 @@ class Sampler:
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be ≥ 1")
         z = self.space.clamp(z0.detach().clone())
+        if self.control.settings.realism > 0:
+            self._realism_term()  # a clear error before any step, not midway
         if self._bad(z).any():
             raise ValueError("the starting point has non-finite or out-of-range values")
         last_good = z.clone()
@@ -250,9 +277,11 @@ class Sampler:
                 recovered, reset = [], False
             with torch.no_grad():
                 dz = self.step_direction(z, grad, s, t, steps, x)
-                z_new = z + dz
                 if s.eps3 > 0:
-                    z_new = z_new + s.eps3 * torch.randn(z.shape, generator=self.gen).to(z.device)
+                    dz = dz + s.eps3 * torch.randn(z.shape, generator=self.gen).to(z.device)
+                if s.at_target == "stop" and s.p_target < 1 and out.p_class is not None:
+                    dz[out.p_class.to(dz.device) >= s.p_target] = 0  # satisfied chains stay where they are
+                z_new = z + dz
                 z_new = self.space.clamp(z_new)
                 bad = self._bad(z_new)
                 if bad.any():

@@ -39,6 +39,8 @@ def _one_preset(path: Path) -> tuple[dict, str, dict]:
     if len(report["presets"]) != 1:
         raise ValueError(f"{path}: expected a report of one preset, got {list(report['presets'])}")
     name, preset = next(iter(report["presets"].items()))
+    if preset.get("settings"):  # a preset run with overrides is named by them (two runs of one preset differ)
+        name += " (" + ", ".join(f"{k}={v}" for k, v in sorted(preset["settings"].items())) + ")"
     return report, name, preset
 
 

@@ -3,7 +3,7 @@ robust condition, same seeds, side by side, every image at 128 px, each captione
 judge's verdict plain and after 2× down-and-up sampling (HIT = the judge's top-1 is the class).
 
 python scripts/robust_sheets.py --robust-k 2 --out reports/sheets/robust_vs_plain.png
-python scripts/robust_sheets.py --classes 20 --variants plain --out reports/sheets/default_20_classes.png
+python scripts/robust_sheets.py --classes 20 --variants robust --out reports/sheets/default_20_classes.png
 """
 
 import argparse

@@ -67,7 +67,7 @@ def parse_config(text: str) -> tuple[str, str, dict]:
     ov: dict = {}
     for item in filter(None, kv.split(",")):
         k, v = (part.strip() for part in item.partition("=")[::2])
-        ov[k] = v if k in ("mode", "prior_conflict") else int(v) if k == "robust_k" else float(v)
+        ov[k] = v if k in ("mode", "prior_conflict", "at_target") else int(v) if k == "robust_k" else float(v)
     if "lr" in ov and "lr_end" not in ov:
         ov["lr_end"] = ov["lr"]
     return name, preset, ov

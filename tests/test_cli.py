@@ -51,6 +51,15 @@ def test_sample_records_the_annealed_eps1_schedule(tmp_path):
     assert all(row["eps1_end"] == 1e-4 for row in rec["eps_schedule"])
 
 
+def test_sample_records_the_realism_weight_and_p_target(tmp_path):
+    res = cli("sample", "--class", "volcano", "--bundle", "tiny", "--steps", "3", "--chains", "1",
+              "--realism", "0.5", "--p-target", "0.99", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rec = json.loads((tmp_path / "result.json").read_text())
+    assert rec["realism"] == 0.5 and rec["request"]["realism"] == 0.5
+    assert rec["p_target"] == 0.99 and rec["eps_schedule"][0]["p_target"] == 0.99
+
+
 def _photo_and_mask(tmp_path: Path) -> list[str]:
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "x.png")
@@ -78,6 +87,8 @@ def test_inpaint_cli_keeps_observed_pixels(tmp_path):
     (["sample", "--class", "volcano", "--preset", "nope", "--bundle", "tiny"], "unknown preset"),
     (["sample", "--neuron", "blocks.1:999", "--bundle", "tiny"], "out of range"),
     (["sample", "--class", "volcano", "--eps1-end", "-1", "--bundle", "tiny"], "eps1_end must be in"),
+    (["sample", "--class", "volcano", "--realism", "-1", "--bundle", "tiny"], "realism must be in"),
+    (["sample", "--class", "volcano", "--p-target", "0", "--bundle", "tiny"], "p_target must be in"),
 ])
 def test_bad_cli_input_gives_clear_error(tmp_path, args, message):
     res = cli(*args, "--out", str(tmp_path))

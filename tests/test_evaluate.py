@@ -229,6 +229,12 @@ def test_paired_sign_test_over_seeds(tmp_path):
         mod.compare([a[0]], [b[1]])
     with pytest.raises(ValueError, match="classes"):
         mod.compare([a[0]], [report("dgn", 0, [0, 0, 1, 1], classes=("a", "c"))])
+    tuned = report("joint", 0, [1, 1, 0, 0], classes=("a", "b", "x"))  # the same preset, run with overrides
+    data = json.loads((tuned / "evaluation.json").read_text())
+    data["classes"] = ["a", "b"]
+    data["presets"]["joint"]["settings"] = {"p_target": 0.999, "at_target": "stop"}
+    (tuned / "evaluation.json").write_text(json.dumps(data))
+    assert mod.compare([tuned], [a[0]])["a"] == "joint (at_target=stop, p_target=0.999)"
 
 
 def test_tuning_picks_the_best_robust_setting_that_does_not_game_the_transform():

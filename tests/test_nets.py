@@ -94,6 +94,10 @@ def test_default_and_imagenette_bundles_load_with_their_own_code_layer():
             assert b.code_dae(h).shape == h.shape
     with pytest.raises(ValueError, match="unknown bundle"):
         load_bundle("nope")
+    assert old.discriminator is None  # the Imagenette bundle ships no D
+    with torch.no_grad():
+        d = new.discriminator(torch.rand(2, 3, 128, 128))
+    assert d.shape == (2,) and torch.isfinite(d).all()  # D, shipped beside the 1,000-class G
 
 
 def test_residual_code_dae_starts_as_the_identity():

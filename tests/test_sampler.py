@@ -202,7 +202,8 @@ def test_annealed_preset_equals_the_evaluated_overrides():
     a, n = PRESETS["annealed-joint-ppgn-h"], PRESETS["noiseless-joint-ppgn-h"]
     assert a.space == n.space and a.prior == n.prior
     # (that run predates the robust condition, which the noiseless preset now turns on by default)
-    assert a.settings() == n.settings(lr=0.05, lr_end=0.05, eps1=3e-4, eps1_end=0.0, robust_k=0)
+    assert a.settings() == n.settings(lr=0.05, lr_end=0.05, eps1=3e-4, eps1_end=0.0, robust_k=0, p_target=1.0,
+                                      at_target="prior")
 
 
 def test_ppgn_x_preset_converts_pixel_units():
@@ -256,3 +257,73 @@ def test_a_picked_step_size_keeps_the_schedule_in_proportion():
     assert picked["lr"] == 0.1 and picked["lr_end"] == pytest.approx(0.04)
     assert SampleRequest(classes=[1], preset="hand-designed", lr=0.1, lr_end=0.1).validate().overrides()["lr_end"] == 0.1
     assert SampleRequest(classes=[1], lr=0.1).validate().overrides()["lr_end"] == 0.1  # the default: constant
+
+
+def test_realism_term_raises_the_discriminators_score_and_leaves_the_condition_alone(tiny):
+    cond = ClassCondition(tiny.classifier, [3, 17, 500])
+    base = dict(step_form="eq5", eps1=0.0, eps2=0.0, eps3=0.0)
+    plain = build_sampler("dgn-am", tiny, cond, seed=0, **base)
+    z0 = plain.init(3)
+    assert torch.equal(plain.step_direction(z0, torch.zeros_like(z0), plain.control.settings, 0, 1),
+                       torch.zeros_like(z0))  # realism 0 and ε2 0: nothing moves
+    s = build_sampler("dgn-am", tiny, cond, seed=0, realism=5.0, **base)
+    x0 = s.image(z0)
+    last = list(s.run(z0, steps=20, snapshot_every=20))[-1]
+    with torch.no_grad():
+        d0, d1 = tiny.discriminator(x0), tiny.discriminator(last.image)
+    assert torch.all(d1 > d0), (d0, d1)
+    assert s.realism.label == "realism (D)"
+
+
+def test_realism_without_a_discriminator_is_a_clear_error_before_any_step(tiny):
+    import dataclasses as dc
+
+    no_d = dc.replace(tiny, discriminator=None)
+    s = build_sampler("dgn-am", no_d, ClassCondition(tiny.classifier, 1), seed=0, realism=1.0)
+    with pytest.raises(ValueError, match="discriminator"):
+        next(s.run(s.init(1), steps=3))
+    with pytest.raises(ValueError, match="realism"):
+        StepSettings(realism=-1.0).validate()
+    with pytest.raises(ValueError, match="realism"):
+        StepSettings(realism=float("nan")).validate()
+
+
+def test_a_chain_that_reached_p_target_follows_the_prior_alone(tiny):
+    cond = ClassCondition(tiny.classifier, [3, 17])
+    kw = dict(seed=0, step_form="eq5", eps1=0.1, eps3=0.0)
+    satisfied = build_sampler("noiseless-joint-ppgn-h", tiny, cond, p_target=1e-9, at_target="prior",
+                              **kw)  # every chain satisfied at once
+    prior_only = build_sampler("noiseless-joint-ppgn-h", tiny, cond, eps2=0.0, **kw)
+    pushed = build_sampler("noiseless-joint-ppgn-h", tiny, cond, p_target=1.0, **kw)  # the condition always acts
+    z0 = satisfied.init(2)
+    ends = [list(s.run(z0, steps=5, snapshot_every=5))[-1].z for s in (satisfied, prior_only, pushed)]
+    assert torch.allclose(ends[0], ends[1])
+    assert not torch.allclose(ends[0], ends[2])
+    with pytest.raises(ValueError, match="p_target"):
+        StepSettings(p_target=0.0).validate()
+    with pytest.raises(ValueError, match="p_target"):
+        StepSettings(p_target=1.5).validate()
+
+
+def test_p_target_gates_each_chain_on_its_own(tiny):
+    """Only chains at or above the target lose the condition term; the others keep it."""
+    from ppgn_core.conditions import ConditionOutput
+
+    out = ConditionOutput(torch.tensor([-0.1, -3.0], requires_grad=True), [], torch.tensor([0.95, 0.05]), None)
+    gated = Sampler._gated(out, 0.9)
+    (g,) = torch.autograd.grad(gated.sum(), out.objective)
+    assert g.tolist() == [0.0, 1.0]
+    assert Sampler._gated(out, 1.0) is out.objective
+
+
+def test_a_chain_that_reached_p_target_can_stop_where_it_is(tiny):
+    cond = ClassCondition(tiny.classifier, [3, 17])
+    kw = dict(seed=0, step_form="eq5", eps1=0.1, eps3=0.01)
+    s = build_sampler("noiseless-joint-ppgn-h", tiny, cond, p_target=1e-9, at_target="stop", **kw)
+    z0 = s.init(2)
+    snaps = list(s.run(z0, steps=4))
+    assert all(torch.equal(sn.z, z0) for sn in snaps)  # satisfied from the start: no step, no noise
+    moving = build_sampler("noiseless-joint-ppgn-h", tiny, cond, p_target=1.0, at_target="stop", **kw)
+    assert not torch.equal(list(moving.run(z0, steps=4))[-1].z, z0)  # p_target 1: never satisfied
+    with pytest.raises(ValueError, match="at_target"):
+        StepSettings(at_target="halt").validate()

@@ -18,7 +18,7 @@ import torch.nn as nn
 from .classifiers import (ImageClassifier, LiteEncoder, efficientnet_lite_classifier, load_efficientnet_lite,
                           torchvision_classifier)
 from .daes import ConvImageDAE, MLPCodeDAE
-from .generators import build_generator
+from .generators import Discriminator, build_generator
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 #: named bundles: the folder under assets/ that holds each one's files and model card
@@ -36,6 +36,7 @@ class ModelBundle:
     generator: nn.Module | None = None  # G
     code_dae: nn.Module | None = None  # R_h (PPGN-h)
     image_dae: nn.Module | None = None  # R_x (PPGN-x)
+    discriminator: nn.Module | None = None  # D, trained beside G (the sampler's realism term)
     code_shape: tuple[int, ...] = ()
     code_mean: torch.Tensor | float = 0.0
     code_std: torch.Tensor | float = 1.0
@@ -45,7 +46,7 @@ class ModelBundle:
     card: dict = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> "ModelBundle":
-        for name in ("classifier", "encoder", "generator", "code_dae", "image_dae"):
+        for name in ("classifier", "encoder", "generator", "code_dae", "image_dae", "discriminator"):
             m = getattr(self, name)
             if m is not None:
                 m.to(device)
@@ -54,7 +55,7 @@ class ModelBundle:
     def set_memory_format(self, fmt: torch.memory_format = torch.channels_last) -> "ModelBundle":
         """Lay the convolutional networks' weights out as ``fmt``. Channels-last makes a sampling
         step about 1.25× faster on this CPU (``reports/bench.json``, "speedups")."""
-        for m in (self.classifier, self.encoder, self.generator):
+        for m in (self.classifier, self.encoder, self.generator, self.discriminator):
             if m is not None:
                 m.to(memory_format=fmt)
         return self
@@ -137,16 +138,21 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu", class
                                 files["code_dae"])
     if "image_dae" in files:
         image_dae = _load_module(ConvImageDAE(card["image_dae"]["config"]["width"]), assets, files["image_dae"])
+    discriminator = None
+    if "discriminator" in files:
+        d_cfg = card["discriminator"]["config"]
+        discriminator = _load_module(Discriminator(d_cfg["in_size"], tuple(d_cfg["widths"])), assets,
+                                     files["discriminator"])
     bundle = ModelBundle(
         name=name, classifier=make_classifier(classifier), encoder=encoder, generator=generator,
-        code_dae=code_dae, image_dae=image_dae, code_shape=code_shape, code_mean=stats["mean"],
+        code_dae=code_dae, image_dae=image_dae, discriminator=discriminator, code_shape=code_shape, code_mean=stats["mean"],
         code_std=stats["std"], code_range=tuple(card["code"]["range"]), image_size=g_cfg["out_size"],
         noise=card.get("joint_noise", {"x": 0.0, "h1": 0.0, "h": 0.0}), card=card)
     return bundle.to(device).set_memory_format(torch.channels_last)
 
 
 def tiny_bundle(seed: int = 0, size: int = 32, code_channels: int = 16, num_classes: int = 1000) -> ModelBundle:
-    """Random tiny C, E, G, R_h, R_x with the real interfaces (tests; no weights needed)."""
+    """Random tiny C, E, G, R_h, R_x, D with the real interfaces (tests; no weights needed)."""
     from .tiny import TinyEncoder, TinyGenerator, tiny_classifier
 
     torch.manual_seed(seed)
@@ -155,10 +161,12 @@ def tiny_bundle(seed: int = 0, size: int = 32, code_channels: int = 16, num_clas
     code_shape = (code_channels, size // 8, size // 8)
     code_dae = MLPCodeDAE(code_shape, (64, 32, 16)).eval()
     image_dae = ConvImageDAE(8).eval()
-    for m in (generator, code_dae, image_dae):
+    discriminator = Discriminator(size, (8, 16, 16)).eval()
+    for m in (generator, code_dae, image_dae, discriminator):
         for p in m.parameters():
             p.requires_grad_(False)
     return ModelBundle(name="tiny", classifier=tiny_classifier(seed, num_classes), encoder=encoder,
-                       generator=generator, code_dae=code_dae, image_dae=image_dae, code_shape=code_shape,
+                       generator=generator, code_dae=code_dae, image_dae=image_dae, discriminator=discriminator,
+                       code_shape=code_shape,
                        code_mean=0.0, code_std=1.0, code_range=(-4.0, 4.0), image_size=size,
                        noise={"x": 0.01, "h1": 0.05, "h": 0.1})
