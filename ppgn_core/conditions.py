@@ -137,9 +137,7 @@ class RealismCondition:
     label = "realism (D)"
 
     def __init__(self, discriminator: torch.nn.Module):
-        self.discriminator = discriminator.eval()
-        for p in self.discriminator.parameters():
-            p.requires_grad_(False)
+        self.discriminator = discriminator  # frozen and in eval mode, as the registry loads it
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         """log p(real|x) per image (x in [0, 1], at D's input size)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -39,29 +40,31 @@ def code_stats_of(h: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]
     return {"mean": mean.float(), "std": var.sqrt().float()}
 
 
-def generator_source(path: str | Path) -> tuple[dict, dict, int, float, dict]:
-    """(run meta, G state, step, minutes, last losses row) from a run folder (``checkpoint.pt``,
-    ``config.json``, ``losses.csv``) or a compact checkpoint file (``--resume``)."""
+class RunSource(NamedTuple):
+    """What export reads from a training run: its meta, G's and D's states, step, minutes and
+    last losses row."""
+
+    meta: dict
+    G: dict
+    D: dict  # {} when the run kept no D
+    step: int
+    minutes: float
+    losses: dict
+
+
+def generator_source(path: str | Path) -> RunSource:
+    """A training run, read once, from a run folder (``checkpoint.pt``, ``config.json``,
+    ``losses.csv``) or a compact checkpoint file (``--resume``)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from .train import load_compact_checkpoint
 
         ck = load_compact_checkpoint(path)
-        return ck["meta"], ck["G"], ck["step"], ck["minutes"], ck["meta"].get("last_losses", {})
+        return RunSource(ck["meta"], ck["G"], ck["D"], ck["step"], ck["minutes"], ck["meta"].get("last_losses", {}))
     meta = json.loads((path / "config.json").read_text())
     ck = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
-    return meta, _strip(ck["G"]), int(ck["step"]), float(ck["minutes"]), _last_row(path / "losses.csv")
-
-
-def discriminator_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """D's state from a run folder or a compact checkpoint ({} when the run kept none)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from .train import load_compact_checkpoint
-
-        return load_compact_checkpoint(path)["D"]
-    ck = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
-    return _strip(ck.get("D", {}))
+    return RunSource(meta, _strip(ck["G"]), _strip(ck.get("D", {})), int(ck["step"]), float(ck["minutes"]),
+                     _last_row(path / "losses.csv"))
 
 
 def discriminator_entry(state: dict[str, torch.Tensor], assets: Path, in_size: int) -> tuple[dict, dict]:
@@ -81,8 +84,8 @@ def add_discriminator(source: str | Path, assets: Path = ASSETS) -> dict:
     the shipped one) beside G and record it in the model card; returns the card."""
     assets = Path(assets)
     card = json.loads((assets / CARD_NAME).read_text())
-    _, g_state, *_ = generator_source(source)
-    state = discriminator_state(source)
+    run = generator_source(source)
+    g_state, state = run.G, run.D
     if not state:
         raise ValueError(f"{source} holds no discriminator D")
     from safetensors.torch import load_file
@@ -140,7 +143,7 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
     """
     assets = Path(assets)
     assets.mkdir(parents=True, exist_ok=True)
-    gmeta, g_state, g_step, g_minutes, g_losses = generator_source(generator_run)
+    gmeta, g_state, d_state, g_step, g_minutes, g_losses = generator_source(generator_run)
     gcfg = dict(gmeta["config"])
     if data is not None:
         gcfg["data"] = data
@@ -149,7 +152,6 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
     if not Path(gcfg["data"]).is_dir():
         raise FileNotFoundError(f"the run's training photos are not here: {gcfg['data']} (name them with --data)")
     files: dict = {"generator": _save_fp16(g_state, assets / "generator.safetensors")}
-    d_state = discriminator_state(generator_run)
     from .nets.classifiers import LiteEncoder, load_efficientnet_lite
     from .train import TrainConfig, build_code_cache
 

@@ -207,13 +207,21 @@ class Sampler:
         return x.detach(), out, grad
 
     @staticmethod
-    def _gated(out, p_target: float) -> torch.Tensor:
-        """The condition's objective, with the chains whose p(class) reached ``p_target`` left out:
-        for them the step follows the prior alone until p falls below the target again (the
-        condition as a constraint, not a quantity to push forever; not in the paper)."""
+    def _satisfied(out, p_target: float) -> torch.Tensor | None:
+        """Per chain, whether p(class) reached ``p_target`` (the condition as a constraint, not a
+        quantity to push forever; not in the paper); None when no chain can be (p_target 1, or no
+        class condition)."""
         if p_target >= 1 or out.p_class is None:
-            return out.objective
-        return torch.where(out.p_class.detach() >= p_target, torch.zeros_like(out.objective), out.objective)
+            return None
+        return out.p_class.detach() >= p_target
+
+    @staticmethod
+    def _gated(out, p_target: float) -> torch.Tensor:
+        """The condition's objective without the satisfied chains: they follow the prior alone
+        until p falls below the target again (``at_target="prior"``)."""
+        satisfied = Sampler._satisfied(out, p_target)
+        return out.objective if satisfied is None else torch.where(satisfied, torch.zeros_like(out.objective),
+                                                                  out.objective)
 
     def _realism_term(self) -> RealismCondition:
         if self.realism is None:
@@ -279,8 +287,9 @@ class Sampler:
                 dz = self.step_direction(z, grad, s, t, steps, x)
                 if s.eps3 > 0:
                     dz = dz + s.eps3 * torch.randn(z.shape, generator=self.gen).to(z.device)
-                if s.at_target == "stop" and s.p_target < 1 and out.p_class is not None:
-                    dz[out.p_class.to(dz.device) >= s.p_target] = 0  # satisfied chains stay where they are
+                satisfied = self._satisfied(out, s.p_target) if s.at_target == "stop" else None
+                if satisfied is not None:
+                    dz[satisfied.to(dz.device)] = 0  # satisfied chains stay where they are
                 z_new = z + dz
                 z_new = self.space.clamp(z_new)
                 bad = self._bad(z_new)

@@ -53,7 +53,7 @@ def load_variant(path: Path) -> tuple[SimpleNamespace, dict]:
             "arch": g["config"].get("arch", "upconv"),
             "minutes": g.get("wall_minutes_total", g["wall_minutes"]), "data": b.card["training_data"][:40],
             "parameters": g["parameters"]}
-    meta, state, step, minutes, _ = generator_source(path)
+    meta, state, _, step, minutes, _ = generator_source(path)
     cfg, gcfg = meta["config"], meta["generator"]
     G = build_generator(gcfg)
     G.load_state_dict(state)

@@ -323,11 +323,11 @@ def test_export_of_a_run_trained_elsewhere_names_the_photos_here(tiny_folder, tm
     assert any((tmp_path / "cache_here").iterdir())
     # D is shipped beside G (the sampler's realism term), and the registry can load it
     assert (tmp_path / "assets" / card["files"]["discriminator"]["file"]).exists()
-    from ppgn_core.export import add_discriminator, discriminator_state
+    from ppgn_core.export import add_discriminator, generator_source
     from ppgn_core.nets.generators import Discriminator
 
     d = Discriminator(card["discriminator"]["config"]["in_size"], tuple(card["discriminator"]["config"]["widths"]))
-    d.load_state_dict(discriminator_state(ck))
+    d.load_state_dict(generator_source(ck).D)
     again = add_discriminator(ck, tmp_path / "assets")  # the checkpoint whose G is shipped: accepted
     assert again["files"]["discriminator"]["sha256"] == card["files"]["discriminator"]["sha256"]
     run(_cfg(tiny_folder, tmp_path / "other", cache=str(tmp_path / "cache_here"), steps=1, seed=5))
