@@ -129,6 +129,50 @@ def _add_totals(g: dict, steps: int, minutes: float, before: dict, include_shipp
     g["wall_minutes_total"] = round(minutes + earlier_minutes, 1)
 
 
+def _record_lineage(g: dict, previous: dict, same_g: bool, extends_shipped_run: bool, from_shipped_g: bool,
+                    g_step: int, g_minutes: float) -> None:
+    """The generator's lineage in the card: kept as recorded for a re-export of the same weights;
+    for a run that extended the shipped run's checkpoint or started from the shipped weights, the
+    earlier training is recorded and counted in the totals."""
+    before = previous.get("generator")
+    if same_g:  # re-export of the same weights (e.g. to add metrics): keep the recorded lineage
+        for k in ("continued_from", "extended_from_steps", "steps_total", "wall_minutes_total"):
+            if k in before:
+                g[k] = before[k]
+    elif extends_shipped_run and before:
+        if g_step < int(before["steps"]):
+            raise ValueError(f"this run has {g_step} steps, fewer than the shipped run's {before['steps']}: "
+                             "it cannot extend it")
+        if "continued_from" in before:
+            g["continued_from"] = before["continued_from"]
+        g["extended_from_steps"] = int(before["steps"])
+        _add_totals(g, g_step, g_minutes, before, include_shipped_run=False)
+    elif from_shipped_g and before:
+        # G continued from the shipped weights: record the lineage and count the earlier training too.
+        g["continued_from"] = {k: before[k] for k in ("steps", "wall_minutes", "training", "losses", "note")
+                               if k in before}
+        _add_totals(g, g_step, g_minutes, before, include_shipped_run=True)
+
+
+def _add_daes(card: dict, files: dict, previous: dict, assets: Path, hdae_run: str | None,
+              xdae_run: str | None) -> None:
+    """R_h and R_x into ``assets`` and the card: from their training runs, or the shipped ones kept."""
+    for kind, run_dir in (("code_dae", hdae_run), ("image_dae", xdae_run)):
+        if not run_dir:
+            if kind in previous.get("files", {}) and (assets / previous["files"][kind]["file"]).exists():
+                files[kind] = previous["files"][kind]  # keep the shipped DAE as it is
+                card[kind] = previous[kind]
+            continue
+        rdir = Path(run_dir)
+        meta = json.loads((rdir / "config.json").read_text())
+        ck = torch.load(rdir / "checkpoint.pt", map_location="cpu", weights_only=True)
+        files[kind] = _save_fp16(ck["model"], assets / f"{kind}.safetensors")
+        card[kind] = {"config": meta["model"], "sigma": meta["sigma"], "steps": int(ck["step"]),
+                      "wall_minutes": round(float(ck["minutes"]), 1),
+                      "final_losses": _last_row(rdir / "losses.csv"),
+                      "parameters": sum(v.numel() for v in ck["model"].values())}
+
+
 def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None = None,
            assets: Path = ASSETS, metrics: dict | None = None, note: str | None = None,
            extends_shipped_run: bool = False, data: str | None = None, cache: str | None = None) -> dict:
@@ -188,39 +232,9 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
         files["discriminator"], card["discriminator"] = discriminator_entry(d_state, assets, gcfg["size"])
     previous = json.loads((assets / CARD_NAME).read_text()) if (assets / CARD_NAME).exists() else {}
     same_g = previous.get("files", {}).get("generator", {}).get("sha256") == files["generator"]["sha256"]
-    if same_g:  # re-export of the same weights (e.g. to add metrics): keep the recorded lineage
-        for k in ("continued_from", "extended_from_steps", "steps_total", "wall_minutes_total"):
-            if k in previous["generator"]:
-                card["generator"][k] = previous["generator"][k]
-    elif extends_shipped_run and "generator" in previous:
-        before = previous["generator"]
-        if g_step < int(before["steps"]):
-            raise ValueError(f"this run has {g_step} steps, fewer than the shipped run's {before['steps']}: "
-                             "it cannot extend it")
-        if "continued_from" in before:
-            card["generator"]["continued_from"] = before["continued_from"]
-        card["generator"]["extended_from_steps"] = int(before["steps"])
-        _add_totals(card["generator"], g_step, g_minutes, before, include_shipped_run=False)
-    elif gcfg.get("init_generator") and "generator" in previous:
-        # G continued from the shipped weights: record the lineage and count the earlier training too.
-        before = previous["generator"]
-        card["generator"]["continued_from"] = {k: before[k] for k in ("steps", "wall_minutes", "training", "losses", "note")
-                                               if k in before}
-        _add_totals(card["generator"], g_step, g_minutes, before, include_shipped_run=True)
-    for kind, run_dir, arch_key in (("code_dae", hdae_run, "code_dae"), ("image_dae", xdae_run, "image_dae")):
-        if not run_dir:
-            if kind in previous.get("files", {}) and (assets / previous["files"][kind]["file"]).exists():
-                files[kind] = previous["files"][kind]  # keep the shipped DAE as it is
-                card[arch_key] = previous[arch_key]
-            continue
-        rdir = Path(run_dir)
-        meta = json.loads((rdir / "config.json").read_text())
-        ck = torch.load(rdir / "checkpoint.pt", map_location="cpu", weights_only=True)
-        files[kind] = _save_fp16(ck["model"], assets / f"{kind}.safetensors")
-        card[arch_key] = {"config": meta["model"], "sigma": meta["sigma"], "steps": int(ck["step"]),
-                          "wall_minutes": round(float(ck["minutes"]), 1),
-                          "final_losses": _last_row(rdir / "losses.csv"),
-                          "parameters": sum(v.numel() for v in ck["model"].values())}
+    _record_lineage(card["generator"], previous, same_g, extends_shipped_run, bool(gcfg.get("init_generator")),
+                    g_step, g_minutes)
+    _add_daes(card, files, previous, assets, hdae_run, xdae_run)
     if note:
         card["generator"]["note"] = note
     elif same_g and previous["generator"].get("note"):

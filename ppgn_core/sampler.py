@@ -142,6 +142,74 @@ class Snapshot:
     reset: bool = False
     final: bool = False
 
+    @classmethod
+    def at(cls, t: int, x: torch.Tensor, z: torch.Tensor, out, s: StepSettings, recovered: list[int],
+           reset: bool, final: bool = False) -> "Snapshot":
+        """The snapshot of step ``t`` from the tensors of that step (detached, on the CPU)."""
+        return cls(step=t, image=x.detach().clamp(0, 1).cpu(), z=z.detach().cpu(),
+                   p_class=None if out.p_class is None else out.p_class.detach().cpu(),
+                   condition=out.objective.detach().cpu(), settings=s,
+                   recovered=list(recovered), reset=reset, final=final)
+
+
+def satisfied(out, p_target: float) -> torch.Tensor | None:
+    """The stopping rule's mask: per chain, whether p(class) reached ``p_target`` (the condition as
+    a constraint, not a quantity to push forever; not in the paper); None when no chain can be
+    (p_target 1, or no class condition)."""
+    if p_target >= 1 or out.p_class is None:
+        return None
+    return out.p_class.detach() >= p_target
+
+
+def gated_objective(out, p_target: float) -> torch.Tensor:
+    """The condition's objective without the satisfied chains: they follow the prior alone until
+    p falls below the target again (``at_target="prior"``)."""
+    done = satisfied(out, p_target)
+    return out.objective if done is None else torch.where(done, torch.zeros_like(out.objective), out.objective)
+
+
+class ConditionGradient:
+    """The condition's part of a step: ∂/∂z of ε2·log p(y|x(z)) (over K robust views of a jittered
+    x when ``robust_k`` > 0; satisfied chains gated out with ``at_target="prior"``), plus the
+    realism term log D(real|x) and minus the inpainting context loss on the space's unclamped
+    image ``raw_image(z)``. ``gen`` is the sampler's generator, so the views and jitter are seeded
+    with the chain."""
+
+    def __init__(self, condition: Condition, gen: torch.Generator, raw_image,
+                 context: InpaintContext | None = None, realism: RealismCondition | None = None):
+        self.condition, self.gen, self.raw_image = condition, gen, raw_image
+        self.context, self.realism = context, realism
+
+    def _jitter(self, x: torch.Tensor, amount: int) -> torch.Tensor:
+        if amount <= 0:
+            return x
+        dy, dx = (int(v) for v in torch.randint(-amount, amount + 1, (2,), generator=self.gen))
+        return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+
+    def realism_term(self) -> RealismCondition:
+        if self.realism is None:
+            raise ValueError("realism > 0 needs a discriminator D in the model bundle (this bundle has none)")
+        return self.realism
+
+    def __call__(self, z: torch.Tensor, image, s: StepSettings, need_grad: bool):
+        """(x(z), the condition's output, the gradient wrt z or None); ``image`` maps z to x."""
+        with torch.enable_grad() if need_grad else torch.no_grad():
+            zz = z.detach().requires_grad_(need_grad)
+            x = image(zz)
+            if need_grad and s.robust_k > 0:
+                out = evaluate_robust(self.condition, self._jitter(x, s.jitter), s.robust_k, self.gen, s.robust_blur)
+            else:
+                out = evaluate(self.condition, self._jitter(x, s.jitter) if need_grad else x)
+            grad = None
+            if need_grad:
+                total = s.eps2 * (gated_objective(out, s.p_target) if s.at_target == "prior" else out.objective).sum()
+                if s.realism > 0:
+                    total = total + s.realism * self.realism_term().value(x).sum()
+                if self.context is not None and s.eps4 > 0:
+                    total = total - s.eps4 * self.context.context_loss(self.raw_image(zz)).sum()
+                (grad,) = torch.autograd.grad(total, zz)
+        return x.detach(), out, grad
+
 
 class Sampler:
     """Batched MALA-approx chains: ``space`` + ``prior`` + ``condition`` (+ inpainting ``context``).
@@ -160,6 +228,7 @@ class Sampler:
         self.context = context
         self.seed = int(seed)
         self.gen = torch.Generator().manual_seed(self.seed)
+        self.condition_gradient = ConditionGradient(condition, self.gen, space.to_image, context, realism)
         self.np_rng = np.random.default_rng(self.seed)
         self.max_abs = max_abs
         self.schedule: list[dict] = []
@@ -182,51 +251,8 @@ class Sampler:
         return self.context.clamp(x) if self.context is not None else x
 
     # ---------------------------------------------------------------- one step
-    def _jitter(self, x: torch.Tensor, amount: int) -> torch.Tensor:
-        if amount <= 0:
-            return x
-        dy, dx = (int(v) for v in torch.randint(-amount, amount + 1, (2,), generator=self.gen))
-        return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
-
     def _evaluate(self, z: torch.Tensor, s: StepSettings, need_grad: bool):
-        with torch.enable_grad() if need_grad else torch.no_grad():
-            zz = z.detach().requires_grad_(need_grad)
-            x = self.image(zz)
-            if need_grad and s.robust_k > 0:
-                out = evaluate_robust(self.condition, self._jitter(x, s.jitter), s.robust_k, self.gen, s.robust_blur)
-            else:
-                out = evaluate(self.condition, self._jitter(x, s.jitter) if need_grad else x)
-            grad = None
-            if need_grad:
-                total = s.eps2 * (self._gated(out, s.p_target) if s.at_target == "prior" else out.objective).sum()
-                if s.realism > 0:
-                    total = total + s.realism * self._realism_term().value(x).sum()
-                if self.context is not None and s.eps4 > 0:
-                    total = total - s.eps4 * self.context.context_loss(self.space.to_image(zz)).sum()
-                (grad,) = torch.autograd.grad(total, zz)
-        return x.detach(), out, grad
-
-    @staticmethod
-    def _satisfied(out, p_target: float) -> torch.Tensor | None:
-        """Per chain, whether p(class) reached ``p_target`` (the condition as a constraint, not a
-        quantity to push forever; not in the paper); None when no chain can be (p_target 1, or no
-        class condition)."""
-        if p_target >= 1 or out.p_class is None:
-            return None
-        return out.p_class.detach() >= p_target
-
-    @staticmethod
-    def _gated(out, p_target: float) -> torch.Tensor:
-        """The condition's objective without the satisfied chains: they follow the prior alone
-        until p falls below the target again (``at_target="prior"``)."""
-        satisfied = Sampler._satisfied(out, p_target)
-        return out.objective if satisfied is None else torch.where(satisfied, torch.zeros_like(out.objective),
-                                                                  out.objective)
-
-    def _realism_term(self) -> RealismCondition:
-        if self.realism is None:
-            raise ValueError("realism > 0 needs a discriminator D in the model bundle (this bundle has none)")
-        return self.realism
+        return self.condition_gradient(z, self.image, s, need_grad)
 
     def step_direction(self, z: torch.Tensor, grad_term: torch.Tensor, s: StepSettings, t: int,
                        steps: int, x: torch.Tensor | None = None) -> torch.Tensor:
@@ -266,7 +292,7 @@ class Sampler:
             raise ValueError("snapshot_every must be ≥ 1")
         z = self.space.clamp(z0.detach().clone())
         if self.control.settings.realism > 0:
-            self._realism_term()  # a clear error before any step, not midway
+            self.condition_gradient.realism_term()  # a clear error before any step, not midway
         if self._bad(z).any():
             raise ValueError("the starting point has non-finite or out-of-range values")
         last_good = z.clone()
@@ -281,15 +307,15 @@ class Sampler:
             x, out, grad = self._evaluate(z, s, need_grad=True)
             self.schedule.append({"step": t, **{k: v for k, v in asdict(s).items()}})
             if t % snapshot_every == 0:
-                yield self._snapshot(t, x, z, out, s, recovered, reset)
+                yield Snapshot.at(t, x, z, out, s, recovered, reset)
                 recovered, reset = [], False
             with torch.no_grad():
                 dz = self.step_direction(z, grad, s, t, steps, x)
                 if s.eps3 > 0:
                     dz = dz + s.eps3 * torch.randn(z.shape, generator=self.gen).to(z.device)
-                satisfied = self._satisfied(out, s.p_target) if s.at_target == "stop" else None
-                if satisfied is not None:
-                    dz[satisfied.to(dz.device)] = 0  # satisfied chains stay where they are
+                done = satisfied(out, s.p_target) if s.at_target == "stop" else None
+                if done is not None:
+                    dz[done.to(dz.device)] = 0  # satisfied chains stay where they are
                 z_new = z + dz
                 z_new = self.space.clamp(z_new)
                 bad = self._bad(z_new)
@@ -302,13 +328,7 @@ class Sampler:
             t += 1
         s = self.control.settings
         x, out, _ = self._evaluate(z, s, need_grad=False)
-        yield self._snapshot(t, x, z, out, s, recovered, reset, final=True)
-
-    def _snapshot(self, t, x, z, out, s, recovered, reset, final=False) -> Snapshot:
-        return Snapshot(step=t, image=x.detach().clamp(0, 1).cpu(), z=z.detach().cpu(),
-                        p_class=None if out.p_class is None else out.p_class.detach().cpu(),
-                        condition=out.objective.detach().cpu(), settings=s,
-                        recovered=list(recovered), reset=reset, final=final)
+        yield Snapshot.at(t, x, z, out, s, recovered, reset, final=True)
 
 
 def run_to_end(sampler: Sampler, z0: torch.Tensor, steps: int, snapshot_every: int = 1) -> list[Snapshot]:

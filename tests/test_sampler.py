@@ -8,7 +8,7 @@ import torch
 from ppgn_core.conditions import ClassCondition, InpaintContext, MultiCondition, UnitCondition, evaluate
 from ppgn_core.presets import PRESETS, build_sampler
 from ppgn_core.priors import DAEPrior, JointPrior
-from ppgn_core.sampler import Control, Sampler, StepSettings
+from ppgn_core.sampler import Control, Sampler, StepSettings, gated_objective
 from ppgn_core.spaces import CodeSpace
 
 
@@ -310,10 +310,10 @@ def test_p_target_gates_each_chain_on_its_own(tiny):
     from ppgn_core.conditions import ConditionOutput
 
     out = ConditionOutput(torch.tensor([-0.1, -3.0], requires_grad=True), [], torch.tensor([0.95, 0.05]), None)
-    gated = Sampler._gated(out, 0.9)
+    gated = gated_objective(out, 0.9)
     (g,) = torch.autograd.grad(gated.sum(), out.objective)
     assert g.tolist() == [0.0, 1.0]
-    assert Sampler._gated(out, 1.0) is out.objective
+    assert gated_objective(out, 1.0) is out.objective
 
 
 def test_a_chain_that_reached_p_target_can_stop_where_it_is(tiny):
