@@ -13,7 +13,7 @@ import torch
 
 from .conditions import ClassCondition
 from .nets.registry import ModelBundle
-from .presets import PRESETS, build_sampler
+from .presets import DEFAULT_PRESET, PRESETS, build_sampler
 
 
 def _peak_rss_mb() -> float:
@@ -111,7 +111,7 @@ def speedups(bundle: ModelBundle, preset: str = "noiseless-joint-ppgn-h", chains
     return out
 
 
-def robust_cost(bundle: ModelBundle, preset: str = "noiseless-joint-ppgn-h", ks: tuple[int, ...] = (0, 1, 2, 4),
+def robust_cost(bundle: ModelBundle, preset: str = DEFAULT_PRESET, ks: tuple[int, ...] = (0, 1, 2, 4),
                 chains_list: tuple[int, ...] = (1, 8), steps: int = 5, repeats: int = 3, device: str = "cpu") -> dict:
     """ms/step of ``preset`` with the robust condition over K views (K = 0: off), per chain count:
     each view is one more forward/backward pass of C (and the resampling of the image)."""

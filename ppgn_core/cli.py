@@ -71,7 +71,9 @@ def _condition_overrides(args) -> dict:
 
 
 def _add_common(p) -> None:
-    p.add_argument("--preset", default="noiseless-joint-ppgn-h")
+    from .presets import DEFAULT_PRESET
+
+    p.add_argument("--preset", default=DEFAULT_PRESET)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eps", type=float, nargs=3, metavar=("E1", "E2", "E3"), default=None)
@@ -354,7 +356,9 @@ def _run_bench(args) -> int:
         return 0
     bundle, device = _load(args)
     if args.quick:
-        res = run_bench(bundle, device, ["dgn-am", "noiseless-joint-ppgn-h"], (1,), steps=2, repeats=2,
+        from .presets import DEFAULT_PRESET
+
+        res = run_bench(bundle, device, ["dgn-am", DEFAULT_PRESET], (1,), steps=2, repeats=2,
                         out=Path(args.out))
     else:
         res = run_bench(bundle, device, out=Path(args.out))

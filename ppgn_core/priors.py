@@ -5,7 +5,7 @@ A prior returns a *direction* d(z) in the sampled space such that ``z ← z + ε
 * :class:`NoPrior` — d = 0: plain activation maximisation, "fooling" images (ε = (0, 1, 0)).
 * :class:`GaussianPrior` — d = −(z − μ): L2 decay, DGN-AM's implicit Gaussian prior (Eq. 10).
 * :class:`DAEPrior` — d = R(z) − z ≈ σ²·∂log p(z)/∂z (Eq. 6–7): PPGN-x (R_x on pixels) and
-  PPGN-h (R_h, the MLP DAE on h, Eq. 11).
+  PPGN-h (R_h, a DAE on h: an MLP, paper S9.3, or convolutional for a spatial code; Eq. 11).
 * :class:`JointPrior` — d = E(G(h)) − h: G and E as an autoencoder of h (Joint PPGN-h, Sec. 3.4
   with noise on x, h1 and h; Noiseless Joint PPGN-h, Sec. 3.5 without).
 * :class:`ImagePrior` — hand-designed image priors of Sec. S7 (Gaussian blur, total variation),

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from ppgn_core.bench import launch_app
+from ppgn_core.presets import DEFAULT_PRESET, PRESETS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed")
@@ -53,10 +54,11 @@ def test_sample_tab_in_browser(page):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.get_by_role("tab", name="Sample").click()
     about = page.locator("#preset-about")
-    assert "Noiseless Joint PPGN-h (paper's best)" in about.inner_text()
+    default = PRESETS[DEFAULT_PRESET]
+    assert default.title in about.inner_text()
     preset = page.locator("#sample-preset input")
     eps1_default = page.locator("#eps1 input[type=range]").input_value()
-    for typed, option, shown in (("annealed", "ε1 annealed to 0", "→ 0"), ("paper's best", "(paper's best)", "Sec. 3.5")):
+    for typed, option, shown in (("annealed", "ε1 annealed to 0", "→ 0"), ("DAE on h", default.title, "Eq. 11")):
         preset.click()
         preset.press("Control+a")
         preset.press("Backspace")
@@ -64,7 +66,7 @@ def test_sample_tab_in_browser(page):
         page.get_by_role("option", name=option).click()
         page.wait_for_function(f"document.querySelector('#preset-about').innerText.includes({shown!r})",
                                timeout=20_000)
-        if typed == "annealed":  # the sliders follow the preset: ε1 = 3e-4 instead of the paper's 1e-5
+        if typed == "annealed":  # the sliders follow the preset: ε1 = 3e-4 instead of the default's 1e-4
             assert page.locator("#eps1 input[type=range]").input_value() != eps1_default
     assert page.locator("#eps1 input[type=range]").input_value() == eps1_default
     box = page.locator("#sample-class input")

@@ -108,6 +108,48 @@ def test_residual_code_dae_starts_as_the_identity():
     assert not torch.allclose(MLPCodeDAE((4, 2, 2), (8, 4, 2))(h), h)
 
 
+def test_conv_code_dae_starts_as_the_identity_and_rebuilds_from_its_config():
+    from ppgn_core.nets.daes import ConvCodeDAE, MLPCodeDAE, build_code_dae
+
+    h = torch.randn(3, 6, 4, 4)
+    dae = ConvCodeDAE((6, 4, 4), width=8, depth=2)
+    assert torch.equal(dae(h), h)
+    with torch.no_grad():
+        dae.body[-1].bias.fill_(0.5)  # once trained, it changes h
+    twin = build_code_dae(dae.config(), (6, 4, 4))
+    assert isinstance(twin, ConvCodeDAE) and twin.config() == dae.config()
+    twin.load_state_dict(dae.state_dict())
+    assert torch.equal(twin(h), dae(h)) and not torch.equal(twin(h), h)
+    assert isinstance(build_code_dae({"hidden": [8, 4, 2]}, (6, 4, 4)), MLPCodeDAE)  # older cards name no arch
+    with pytest.raises(ValueError, match="spatial code"):
+        ConvCodeDAE((1280,))
+    with pytest.raises(ValueError, match="unknown code DAE"):
+        build_code_dae({"arch": "transformer"}, (6, 4, 4))
+
+
+def test_conv_code_dae_learns_to_denoise_a_code_with_spatial_structure():
+    """Codes whose channels are constant over the positions: a 3×3 convolution sees the neighbours
+    that share a position's value, so it can average the noise away (the identity cannot)."""
+    import torch.nn.functional as F
+
+    from ppgn_core.nets.daes import ConvCodeDAE
+
+    torch.manual_seed(0)
+    dae = ConvCodeDAE((8, 4, 4), width=32, depth=2)
+    opt = torch.optim.Adam(dae.parameters(), lr=3e-3)
+    for _ in range(300):
+        clean = torch.randn(32, 8, 1, 1).expand(32, 8, 4, 4)
+        noisy = clean + 0.5 * torch.randn(clean.shape)
+        loss = F.mse_loss(dae(noisy), clean)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    clean = torch.randn(256, 8, 1, 1).expand(256, 8, 4, 4)
+    noisy = clean + 0.5 * torch.randn(clean.shape)
+    with torch.no_grad():
+        assert F.mse_loss(dae(noisy), clean) < 0.5 * F.mse_loss(noisy, clean)
+
+
 def test_pooled_head_code_is_what_the_classifier_reads():
     """h_block = number of blocks: h is the pooled 1,280-d head, and the logits from it are Lite0's."""
     from ppgn_core.nets.classifiers import LiteEncoder, load_efficientnet_lite

@@ -126,6 +126,23 @@ def test_dae_training_lowers_loss(tiny_folder, tmp_path, kind):
     assert last < first, (first, last)
 
 
+def test_conv_code_dae_trains_through_the_loop_and_reloads(tiny_folder, tmp_path):
+    from ppgn_core.nets.daes import ConvCodeDAE, build_code_dae
+
+    cfg = _cfg(tiny_folder, tmp_path / "conv", kind="hdae", steps=20, batch=8, lr=3e-3, dae_arch="conv",
+               dae_width=16, dae_sigma=0.5, log_every=5)
+    run(cfg)
+    model_cfg = json.loads((tmp_path / "conv" / "config.json").read_text())["model"]
+    assert model_cfg["arch"] == "conv_code_dae" and model_cfg["width"] == 16
+    state = torch.load(tmp_path / "conv" / "checkpoint.pt", weights_only=True)["model"]
+    dae = build_code_dae(model_cfg, tuple(model_cfg["code_shape"]))
+    dae.load_state_dict(state)
+    assert isinstance(dae, ConvCodeDAE) and state["body.0.weight"].shape[0] == 16
+    assert bool(state["body.6.weight"].abs().sum() > 0)  # the zero-initialised last layer was trained
+    with pytest.raises(ValueError, match="dae_arch"):
+        run(replace(cfg, out=str(tmp_path / "bad"), dae_arch="unet"))
+
+
 def test_ddp_two_gloo_processes(tiny_folder, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ppgn_core",

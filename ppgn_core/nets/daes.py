@@ -45,6 +45,44 @@ class MLPCodeDAE(nn.Module):
                 "residual": self.residual}
 
 
+class ConvCodeDAE(nn.Module):
+    """R_h for a spatial code (C×s×s, e.g. Lite0's block-10 code 112×8×8): R(h) = h + body(h), with
+    body a 1×1 convolution to ``width`` channels, ``depth`` 3×3 convolutions, and a 1×1 back to C.
+    Neighbouring positions of such a code are correlated, so a convolution sees the context that
+    a position's noise hides; the MLP has to learn it for every position separately. The last
+    layer starts at zero, so R starts as the identity."""
+
+    def __init__(self, code_shape: tuple[int, ...], width: int = 256, depth: int = 3):
+        super().__init__()
+        if len(code_shape) != 3:
+            raise ValueError(f"a convolutional R_h needs a spatial code (C×s×s), got shape {tuple(code_shape)}")
+        self.code_shape, self.width, self.depth = tuple(code_shape), width, depth
+        act = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
+        layers: list[nn.Module] = [nn.Conv2d(code_shape[0], width, 1), act()]
+        for _ in range(depth):
+            layers += [nn.Conv2d(width, width, 3, padding=1), act()]
+        layers.append(nn.Conv2d(width, code_shape[0], 1))
+        self.body = nn.Sequential(*layers)
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.body(h)
+
+    def config(self) -> dict:
+        return {"arch": "conv_code_dae", "code_shape": list(self.code_shape), "width": self.width, "depth": self.depth}
+
+
+def build_code_dae(config: dict, code_shape: tuple[int, ...]) -> nn.Module:
+    """R_h from its model-card config (``arch`` mlp_code_dae, the default, or conv_code_dae)."""
+    arch = config.get("arch", "mlp_code_dae")
+    if arch == "conv_code_dae":
+        return ConvCodeDAE(code_shape, config["width"], config["depth"])
+    if arch == "mlp_code_dae":
+        return MLPCodeDAE(code_shape, tuple(config["hidden"]), config.get("residual", False))
+    raise ValueError(f"unknown code DAE architecture {arch!r}")
+
+
 class ConvImageDAE(nn.Module):
     """R_x: a small convolutional DAE on images in [0, 1] (paper S9.2: conv encoder, upconv decoder)."""
 

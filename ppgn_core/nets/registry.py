@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from .classifiers import (ImageClassifier, LiteEncoder, efficientnet_lite_classifier, load_efficientnet_lite,
                           torchvision_classifier)
-from .daes import ConvImageDAE, MLPCodeDAE
+from .daes import ConvImageDAE, MLPCodeDAE, build_code_dae
 from .generators import Discriminator, build_generator
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
@@ -133,9 +133,7 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu", class
     stats = load_safetensors_checked(Path(assets) / files["code_stats"]["file"], files["code_stats"].get("sha256"))
     code_dae = image_dae = None
     if "code_dae" in files:
-        dae_cfg = card["code_dae"]["config"]
-        code_dae = _load_module(MLPCodeDAE(code_shape, tuple(dae_cfg["hidden"]), dae_cfg.get("residual", False)), assets,
-                                files["code_dae"])
+        code_dae = _load_module(build_code_dae(card["code_dae"]["config"], code_shape), assets, files["code_dae"])
     if "image_dae" in files:
         image_dae = _load_module(ConvImageDAE(card["image_dae"]["config"]["width"]), assets, files["image_dae"])
     discriminator = None
