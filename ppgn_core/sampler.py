@@ -223,16 +223,24 @@ class Sampler:
                  context: InpaintContext | None = None, seed: int = 0, max_abs: float | None = None,
                  reuse_image: bool = True, realism: RealismCondition | None = None):
         self.space, self.prior, self.condition, self.control = space, prior, condition, control
-        self.realism = realism  # log D(real|x), weighted by StepSettings.realism (None: no D)
         self.reuse_image = reuse_image  # the prior reuses x(z) from the condition pass (False: recompute; bench)
-        self.context = context
         self.seed = int(seed)
         self.gen = torch.Generator().manual_seed(self.seed)
+        # realism: log D(real|x), weighted by StepSettings.realism (None: no D)
         self.condition_gradient = ConditionGradient(condition, self.gen, space.to_image, context, realism)
         self.np_rng = np.random.default_rng(self.seed)
         self.max_abs = max_abs
         self.schedule: list[dict] = []
         self.recoveries = 0
+
+    @property
+    def context(self) -> InpaintContext | None:
+        """The inpainting context (held by the condition's part of the step, which also uses it)."""
+        return self.condition_gradient.context
+
+    @property
+    def realism(self) -> RealismCondition | None:
+        return self.condition_gradient.realism
 
     # ---------------------------------------------------------------- starting points
     def init(self, batch: int, device: torch.device | str = "cpu", start: torch.Tensor | None = None) -> torch.Tensor:

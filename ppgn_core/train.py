@@ -372,7 +372,7 @@ def _restore(cfg: TrainConfig, out: Path, G: nn.Module, D: nn.Module, opt_g, opt
     return RunState()
 
 
-def _place_on_device(cfg: TrainConfig, device: torch.device, cache: CodeCache, nets: tuple[nn.Module, ...]) -> CodeCache:
+def _place_on_device(device: torch.device, cache: CodeCache, nets: tuple[nn.Module, ...]) -> CodeCache:
     """On a GPU the whole cache moves into its memory (a few GB: every batch is gathered there).
     The networks use channels-last convolutions on every device (on the 2-core CPU in fp32 too:
     the shipped G's design trains at about 19 images/s on one core instead of 13)."""
@@ -435,7 +435,7 @@ def train_generator(cfg: TrainConfig) -> dict:
     code_shape = tuple(cache.h.shape[1:])
     G = _build_generator(cfg, code_shape).to(device)
     D = Discriminator(cfg.size).to(device)
-    cache = _place_on_device(cfg, device, cache, (G, D, encoder))
+    cache = _place_on_device(device, cache, (G, D, encoder))
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     st = _restore(cfg, out, G, D, opt_g, opt_d)

@@ -59,14 +59,13 @@ def drawn_classes_only(paths_a: list[Path], paths_b: list[Path], skip_classes: i
     only_a = only_b = hits_a = hits_b = n = 0
     for pa, pb in zip(paths_a, paths_b):
         ra, rb = _report(pa), _report(pb)
-        (a,), (b,) = ra["presets"].values(), rb["presets"].values()
+        ((name_a, a),), ((name_b, b),) = ra["presets"].items(), rb["presets"].items()
         skip = skip_classes * ra["chains_per_class"]
         ha, hb = a["per_sample_robust_top1"][skip:], b["per_sample_robust_top1"][skip:]
         only_a += sum(1 for x, y in zip(ha, hb) if x and not y)
         only_b += sum(1 for x, y in zip(ha, hb) if y and not x)
         hits_a, hits_b, n = hits_a + sum(ha), hits_b + sum(hb), n + len(ha)
-    return {"preset_a": _report(paths_a[0])["presets"].popitem()[0], "preset_b": _report(paths_b[0])["presets"].popitem()[0],
-            "a": hits_a, "b": hits_b, "only_a": only_a, "only_b": only_b, "n": n, "p": sign_test(only_a, only_b)}
+    return {"preset_a": name_a, "preset_b": name_b, "a": hits_a, "b": hits_b, "only_a": only_a, "only_b": only_b, "n": n, "p": sign_test(only_a, only_b)}
 
 
 def _paper20(a_name: str, seeds: tuple[int, ...]) -> dict | None:
