@@ -22,7 +22,7 @@ def _add_train(sub) -> None:
             p.add_argument(flag, action="store_true", default=default)
         elif isinstance(default, list):
             p.add_argument(flag, type=int, nargs="+", default=default)
-        elif f.name in ("limit", "threads"):
+        elif f.name in ("limit", "threads", "images_before"):
             p.add_argument(flag, type=int, default=default)
         elif f.name == "max_minutes":
             p.add_argument(flag, type=float, default=default)

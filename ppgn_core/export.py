@@ -50,6 +50,7 @@ class RunSource(NamedTuple):
     step: int
     minutes: float
     losses: dict
+    images: int | None = None  # images seen over every stage (None: not counted by the checkpoint)
 
 
 def generator_source(path: str | Path) -> RunSource:
@@ -60,11 +61,12 @@ def generator_source(path: str | Path) -> RunSource:
         from .train import load_compact_checkpoint
 
         ck = load_compact_checkpoint(path)
-        return RunSource(ck["meta"], ck["G"], ck["D"], ck["step"], ck["minutes"], ck["meta"].get("last_losses", {}))
+        return RunSource(ck["meta"], ck["G"], ck["D"], ck["step"], ck["minutes"], ck["meta"].get("last_losses", {}),
+                         ck["images"])
     meta = json.loads((path / "config.json").read_text())
     ck = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
     return RunSource(meta, _strip(ck["G"]), _strip(ck.get("D", {})), int(ck["step"]), float(ck["minutes"]),
-                     _last_row(path / "losses.csv"))
+                     _last_row(path / "losses.csv"), ck.get("images"))
 
 
 def discriminator_entry(state: dict[str, torch.Tensor], assets: Path, in_size: int) -> tuple[dict, dict]:
@@ -187,7 +189,7 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
     """
     assets = Path(assets)
     assets.mkdir(parents=True, exist_ok=True)
-    gmeta, g_state, d_state, g_step, g_minutes, g_losses = generator_source(generator_run)
+    gmeta, g_state, d_state, g_step, g_minutes, g_losses, _ = generator_source(generator_run)
     gcfg = dict(gmeta["config"])
     if data is not None:
         gcfg["data"] = data

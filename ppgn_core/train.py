@@ -94,6 +94,7 @@ class TrainConfig:
     cache: str | None = None  # folder for cached codes (default: <out>/cache)
     init_generator: str | None = None  # start G from these safetensors weights (e.g. assets/generator.safetensors)
     resume: str | None = None  # compact fp16 checkpoint (safetensors) to continue from and keep updated
+    images_before: int | None = None  # images seen before a compact checkpoint that does not count them
     resume_ramp: int = 200  # steps of linear lr ramp after a compact resume (Adam's state is not kept)
     amp: bool = False  # bf16 autocast (meant for GPUs; slow on CPUs without bf16)
     decay_minutes: float = 0.0  # with max_minutes: lr falls linearly to 10% over the run's last minutes
@@ -344,6 +345,7 @@ class RunState:
     minutes: float = 0.0
     r: float = 1.0
     ramp_from: int | None = None  # step at which a compact resume restarted Adam
+    images: int | None = 0  # images seen over every stage (None: unknown, a checkpoint from before the count)
 
 
 def _restore(cfg: TrainConfig, out: Path, G: nn.Module, D: nn.Module, opt_g, opt_d) -> RunState:
@@ -358,13 +360,14 @@ def _restore(cfg: TrainConfig, out: Path, G: nn.Module, D: nn.Module, opt_g, opt
     if compact is not None and compact["step"] > full_step:
         G.load_state_dict(compact["G"])
         D.load_state_dict(compact["D"])
-        return RunState(compact["step"], compact["minutes"], compact["r"], ramp_from=compact["step"])
+        images = compact["images"] if compact["images"] is not None else cfg.images_before
+        return RunState(compact["step"], compact["minutes"], compact["r"], ramp_from=compact["step"], images=images)
     if full_step >= 0:
         G.load_state_dict(ck["G"])
         D.load_state_dict(ck["D"])
         opt_g.load_state_dict(ck["opt_g"])
         opt_d.load_state_dict(ck["opt_d"])
-        return RunState(full_step, float(ck["minutes"]), float(ck["r"]), ck.get("ramp_from"))
+        return RunState(full_step, float(ck["minutes"]), float(ck["r"]), ck.get("ramp_from"), ck.get("images"))
     if cfg.init_generator:
         from .nets.registry import load_safetensors_checked
 
@@ -408,13 +411,14 @@ def _learning_rate(cfg: TrainConfig, st: RunState, minutes_now: float | None = N
 
 
 def _progress(cfg: TrainConfig, st: RunState, rank: int):
-    """tqdm counting images (so it shows images/s and the ETA of the run)."""
+    """tqdm counting this run's images (so it shows images/s and the ETA of the steps left; earlier
+    stages may have used other batch sizes, so step × batch is not what G saw before)."""
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         return None
-    return tqdm(total=cfg.steps * cfg.batch, initial=st.step * cfg.batch, disable=rank != 0, mininterval=20,
-                desc="train G", unit="img", unit_scale=False, dynamic_ncols=False, ncols=100)
+    return tqdm(total=max(0, cfg.steps - st.step) * cfg.batch, disable=rank != 0, mininterval=20,
+                desc=f"train G from step {st.step}", unit="img", unit_scale=False, dynamic_ncols=False, ncols=100)
 
 
 def train_generator(cfg: TrainConfig) -> dict:
@@ -492,6 +496,8 @@ def train_generator(cfg: TrainConfig) -> dict:
                 dist.all_reduce(pair)
             st.r = float(pair[0] / pair[1].clamp_min(1e-8))
         st.step += 1
+        if st.images is not None:
+            st.images += per_rank * world
         row["step"] = st.step
         if bar is not None:
             bar.update(per_rank * world)
@@ -518,7 +524,7 @@ def _save_checkpoint(path: Path, G: nn.Module, D: nn.Module, opt_g, opt_d, st: R
     tmp = path.with_suffix(".tmp")
     torch.save({"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
                 "opt_d": opt_d.state_dict(), "step": st.step, "minutes": st.minutes, "r": st.r,
-                "ramp_from": st.ramp_from}, tmp)
+                "ramp_from": st.ramp_from, "images": st.images}, tmp)
     os.replace(tmp, path)
 
 
@@ -535,6 +541,8 @@ def save_compact_checkpoint(path: Path, G: nn.Module, D: nn.Module, st: RunState
     tensors = {f"G.{k}": v.detach().half().contiguous().cpu() for k, v in G.state_dict().items()}
     tensors.update({f"D.{k}": v.detach().half().contiguous().cpu() for k, v in D.state_dict().items()})
     info = {"step": str(st.step), "minutes": f"{st.minutes:.3f}", "r": f"{st.r:.6g}", "meta": json.dumps(meta)}
+    if st.images is not None:
+        info["images"] = str(st.images)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=info)
@@ -559,6 +567,7 @@ def load_compact_checkpoint(path: Path) -> dict:
     return {"G": {k[2:]: v for k, v in state.items() if k.startswith("G.")},
             "D": {k[2:]: v for k, v in state.items() if k.startswith("D.")},
             "step": int(info["step"]), "minutes": float(info["minutes"]), "r": float(info["r"]),
+            "images": int(info["images"]) if "images" in info else None,
             "meta": json.loads(info.get("meta", "{}"))}
 
 

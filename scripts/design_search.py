@@ -53,7 +53,7 @@ def load_variant(path: Path) -> tuple[SimpleNamespace, dict]:
             "arch": g["config"].get("arch", "upconv"),
             "minutes": g.get("wall_minutes_total", g["wall_minutes"]), "data": b.card["training_data"][:40],
             "parameters": g["parameters"]}
-    meta, state, _, step, minutes, _ = generator_source(path)
+    meta, state, _, step, minutes, _, images = generator_source(path)
     cfg, gcfg = meta["config"], meta["generator"]
     G = build_generator(gcfg)
     G.load_state_dict(state)
@@ -63,7 +63,7 @@ def load_variant(path: Path) -> tuple[SimpleNamespace, dict]:
     return SimpleNamespace(encoder=E, generator=G), {
         "h_block": cfg["h_block"], "h1_block": cfg["h1_block"], "code_shape": meta["code_shape"], "steps": step,
         "arch": gcfg.get("arch", "upconv"),
-        "minutes": round(minutes, 1), "images_seen": step * cfg["batch"], "data": Path(cfg["data"]).parent.name,
+        "minutes": round(minutes, 1), **({} if images is None else {"images_seen": images}), "data": Path(cfg["data"]).parent.name,
         "parameters": sum(v.numel() for v in state.values()), "losses": {k: cfg[k] for k in
                                                                       ("w_img", "w_h1", "w_h", "w_cls", "w_gan")}}
 

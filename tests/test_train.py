@@ -256,6 +256,39 @@ def test_compact_checkpoint_continues_a_run_whose_folder_is_gone(tiny_folder, tm
     assert any(not torch.equal(saved["G"][k], after["G"][k]) for k in saved["G"])
 
 
+def test_compact_checkpoint_counts_images_over_stages_of_different_batch_sizes(tiny_folder, tmp_path):
+    """The images a G has seen are counted across stages (step × batch is wrong once a stage ran at
+    another batch size); a checkpoint from before the count takes ``images_before``, else it stays
+    unknown rather than guessed."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from ppgn_core.export import generator_source
+    from ppgn_core.train import load_compact_checkpoint
+
+    ck = tmp_path / "g.safetensors"
+    cfg = _cfg(tiny_folder, tmp_path / "run", cache=str(tmp_path / "cache"), steps=2, batch=4, resume=str(ck))
+    run(cfg)
+    assert load_compact_checkpoint(ck)["images"] == 8
+    shutil.rmtree(tmp_path / "run")
+    run(replace(cfg, steps=5, batch=2))  # a later stage at another batch size
+    assert load_compact_checkpoint(ck)["images"] == 8 + 3 * 2
+    assert generator_source(ck).images == 14
+    with safe_open(str(ck), framework="pt") as f:  # an older checkpoint: no count in its metadata
+        tensors, info = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+    del info["images"]
+    save_file(tensors, str(ck), metadata=info)
+    assert load_compact_checkpoint(ck)["images"] is None and generator_source(ck).images is None
+    shutil.rmtree(tmp_path / "run")
+    run(replace(cfg, steps=6, batch=2))
+    assert load_compact_checkpoint(ck)["images"] is None  # not guessed
+    shutil.rmtree(tmp_path / "run")
+    run(replace(cfg, steps=7, batch=2, images_before=100))
+    assert load_compact_checkpoint(ck)["images"] == 102
+
+
 def test_labels_come_from_classes_tsv_and_val_folders_are_refused(tmp_path):
     from ppgn_core.data import cached_images, read_classes
     from ppgn_core.train import build_code_cache
