@@ -189,7 +189,8 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
     """
     assets = Path(assets)
     assets.mkdir(parents=True, exist_ok=True)
-    gmeta, g_state, d_state, g_step, g_minutes, g_losses, _ = generator_source(generator_run)
+    run = generator_source(generator_run)
+    gmeta, g_state, d_state, g_step, g_minutes, g_losses = run.meta, run.G, run.D, run.step, run.minutes, run.losses
     gcfg = dict(gmeta["config"])
     if data is not None:
         gcfg["data"] = data

@@ -350,7 +350,15 @@ class RunState:
 
 def _restore(cfg: TrainConfig, out: Path, G: nn.Module, D: nn.Module, opt_g, opt_d) -> RunState:
     """Continue from ``out/checkpoint.pt`` (exact) or the compact ``--resume`` file, whichever is
-    further on; else start fresh (from ``--init-generator`` if given)."""
+    further on; else start fresh (from ``--init-generator`` if given). A checkpoint from before the
+    image count takes ``images_before`` (None: the count stays unknown)."""
+    st = _restored_state(cfg, out, G, D, opt_g, opt_d)
+    if st.images is None:
+        st.images = cfg.images_before
+    return st
+
+
+def _restored_state(cfg: TrainConfig, out: Path, G: nn.Module, D: nn.Module, opt_g, opt_d) -> RunState:
     full = out / "checkpoint.pt"
     full_step = -1
     if full.exists():
@@ -360,8 +368,8 @@ def _restore(cfg: TrainConfig, out: Path, G: nn.Module, D: nn.Module, opt_g, opt
     if compact is not None and compact["step"] > full_step:
         G.load_state_dict(compact["G"])
         D.load_state_dict(compact["D"])
-        images = compact["images"] if compact["images"] is not None else cfg.images_before
-        return RunState(compact["step"], compact["minutes"], compact["r"], ramp_from=compact["step"], images=images)
+        return RunState(compact["step"], compact["minutes"], compact["r"], ramp_from=compact["step"],
+                        images=compact["images"])
     if full_step >= 0:
         G.load_state_dict(ck["G"])
         D.load_state_dict(ck["D"])
@@ -456,6 +464,7 @@ def train_generator(cfg: TrainConfig) -> dict:
     log = CsvLog(out / "losses.csv", GEN_FIELDS) if rank == 0 else None
     fixed = torch.arange(0, min(8, len(cache.images)))
     per_rank = max(1, cfg.batch // world)
+    images_per_step = per_rank * world
     t0, minutes_before = time.time(), st.minutes
     last: dict = {}
     bar = _progress(cfg, st, rank)
@@ -497,10 +506,10 @@ def train_generator(cfg: TrainConfig) -> dict:
             st.r = float(pair[0] / pair[1].clamp_min(1e-8))
         st.step += 1
         if st.images is not None:
-            st.images += per_rank * world
+            st.images += images_per_step
         row["step"] = st.step
         if bar is not None:
-            bar.update(per_rank * world)
+            bar.update(images_per_step)
         last = row
         if rank == 0 and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
             row["minutes"] = round(minutes_before + (time.time() - t0) / 60, 3)

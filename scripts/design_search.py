@@ -53,18 +53,18 @@ def load_variant(path: Path) -> tuple[SimpleNamespace, dict]:
             "arch": g["config"].get("arch", "upconv"),
             "minutes": g.get("wall_minutes_total", g["wall_minutes"]), "data": b.card["training_data"][:40],
             "parameters": g["parameters"]}
-    meta, state, _, step, minutes, _, images = generator_source(path)
-    cfg, gcfg = meta["config"], meta["generator"]
+    src = generator_source(path)
+    cfg, gcfg = src.meta["config"], src.meta["generator"]
     G = build_generator(gcfg)
-    G.load_state_dict(state)
+    G.load_state_dict(src.G)
     E = LiteEncoder(load_efficientnet_lite(cfg["encoder"]), cfg["h_block"], cfg["h1_block"], cfg["size"])
     for m in (G, E):
         m.eval().to(memory_format=torch.channels_last)
     return SimpleNamespace(encoder=E, generator=G), {
-        "h_block": cfg["h_block"], "h1_block": cfg["h1_block"], "code_shape": meta["code_shape"], "steps": step,
+        "h_block": cfg["h_block"], "h1_block": cfg["h1_block"], "code_shape": src.meta["code_shape"], "steps": src.step,
         "arch": gcfg.get("arch", "upconv"),
-        "minutes": round(minutes, 1), **({} if images is None else {"images_seen": images}), "data": Path(cfg["data"]).parent.name,
-        "parameters": sum(v.numel() for v in state.values()), "losses": {k: cfg[k] for k in
+        "minutes": round(src.minutes, 1), **({} if src.images is None else {"images_seen": src.images}),
+        "data": Path(cfg["data"]).parent.name, "parameters": sum(v.numel() for v in src.G.values()), "losses": {k: cfg[k] for k in
                                                                       ("w_img", "w_h1", "w_h", "w_cls", "w_gan")}}
 
 

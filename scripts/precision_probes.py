@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ppgn_core.conditions import ClassCondition  # noqa: E402
+from ppgn_core.conditions import ClassCondition, evaluate  # noqa: E402
 from ppgn_core.data import IMAGENET_1K_ROOT, cached_images, to_float  # noqa: E402
 from ppgn_core.evaluate import Judge  # noqa: E402
 from ppgn_core.judge import real_reference  # noqa: E402
@@ -35,7 +35,8 @@ PRESET, STEPS, BATCH, SEED = "ppgn-h", 60, 16, 7
 
 
 def chains(bundle, targets, step_hook=None, every: int = STEPS) -> dict[int, list]:
-    """The default preset's snapshots by step, batch k seeded SEED·1000 + k."""
+    """The default preset's snapshots by step, batch k seeded SEED·1000 + k: the batches and seeds of
+    ``evaluate.run_preset_on_classes``, which keeps neither the codes nor a hook on the step."""
     snaps: dict[int, list] = {}
     for k, lo in enumerate(range(0, len(targets), BATCH)):
         tb = targets[lo:lo + BATCH]
@@ -55,8 +56,9 @@ def images_of(bundle, h):
 
 @torch.no_grad()
 def p_class(bundle, x, targets):
-    p = torch.cat([bundle.classifier(x[i:i + 32]).softmax(-1) for i in range(0, len(x), 32)])
-    return p[torch.arange(len(x)), targets]
+    """p(class) under C, as the sampler's snapshots report it for plain images."""
+    return torch.cat([evaluate(ClassCondition(bundle.classifier, targets[i:i + 32]), x[i:i + 32]).p_class
+                      for i in range(0, len(x), 32)])
 
 
 def polish(bundle, targets) -> dict[str, torch.Tensor]:
