@@ -159,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="cache folder for their codes (with --data)")
     p.add_argument("--assets", default=None,
                    help="write to this folder instead of the shipped assets/ (a design-search variant)")
+    p.add_argument("--score-hdae", default=None, help="run folder of a noise-conditional R_h (guided-ppgn-h)")
+    p = sub.add_parser("add-dae", help="put newly trained DAEs into an exported bundle, leaving G as it is")
+    p.add_argument("--hdae", default=None)
+    p.add_argument("--score-hdae", default=None, help="run folder of a noise-conditional R_h (train hdae --dae-arch score)")
+    p.add_argument("--xdae", default=None)
+    p.add_argument("--assets", default=None, help="the bundle's folder (default: the shipped assets/)")
     p = sub.add_parser("bench", help="ms per sampling step per preset, and the networks' floor")
     p.add_argument("--quick", action="store_true", help="two presets, 1 chain, few repeats")
     p.add_argument("--app", action="store_true",
@@ -324,7 +330,8 @@ def _run_export(args) -> int:
 
     assets = Path(args.assets) if args.assets else ASSETS
     card = export(args.generator, args.hdae, args.xdae, assets=assets, note=args.note,
-                  extends_shipped_run=args.extends_shipped_run, data=args.data, cache=args.cache)
+                  extends_shipped_run=args.extends_shipped_run, data=args.data, cache=args.cache,
+                  score_hdae_run=args.score_hdae)
     if args.val_images:
         per_class = 1 if args.val_images <= 1000 else 2  # a subset over all classes, not the first classes
         images, labels = val_photos(range(RECON_RANKS.start, RECON_RANKS.start + per_class))
@@ -384,13 +391,28 @@ def _run_presets(args) -> int:
     return 0
 
 
+def _run_add_dae(args) -> int:
+    from pathlib import Path
+
+    from .export import add_daes
+    from .nets.registry import ASSETS
+
+    if not (args.hdae or args.score_hdae or args.xdae):
+        raise ValueError("name at least one run: --hdae, --score-hdae or --xdae")
+    assets = Path(args.assets) if args.assets else ASSETS
+    card = add_daes(assets, args.hdae, args.xdae, args.score_hdae)
+    print(f"wrote {assets}/: {', '.join(f['file'] for f in card['files'].values())}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         handler = {"train": _run_train, "sample": _run_sample, "inpaint": _run_inpaint,
                    "layers": _run_layers, "presets": _run_presets,
-                   "convert-caffe": _run_convert, "bench": _run_bench, "evaluate": _run_evaluate, "export": _run_export}[args.command]
+                   "convert-caffe": _run_convert, "bench": _run_bench, "evaluate": _run_evaluate, "export": _run_export,
+                   "add-dae": _run_add_dae}[args.command]
         return handler(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

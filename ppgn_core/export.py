@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from .nets.registry import ASSETS, CARD_NAME, load_bundle, sha256_of
+from .nets.registry import ASSETS, CARD_NAME, load_bundle, read_card, sha256_of
 
 IMAGENETTE_NOTE = ("Imagenette (fast.ai): 9,469 ImageNet (ILSVRC 2012) training photos of 10 classes, "
                    "128×128, plus their mirror images; non-commercial research and education terms of ImageNet.")
@@ -156,10 +156,15 @@ def _record_lineage(g: dict, previous: dict, same_g: bool, extends_shipped_run: 
         _add_totals(g, g_step, g_minutes, before, include_shipped_run=True)
 
 
+DAE_KINDS = ("code_dae", "code_score_dae", "image_dae")  # R_h, R_h(h, σ), R_x
+
+
 def _add_daes(card: dict, files: dict, previous: dict, assets: Path, hdae_run: str | None,
-              xdae_run: str | None) -> None:
-    """R_h and R_x into ``assets`` and the card: from their training runs, or the shipped ones kept."""
-    for kind, run_dir in (("code_dae", hdae_run), ("image_dae", xdae_run)):
+              xdae_run: str | None, score_hdae_run: str | None = None) -> None:
+    """R_h, R_h(h, σ) and R_x into ``assets`` and the card: from their training runs, or the shipped
+    ones kept."""
+    runs = {"code_dae": hdae_run, "code_score_dae": score_hdae_run, "image_dae": xdae_run}
+    for kind, run_dir in runs.items():
         if not run_dir:
             if kind in previous.get("files", {}) and (assets / previous["files"][kind]["file"]).exists():
                 files[kind] = previous["files"][kind]  # keep the shipped DAE as it is
@@ -169,15 +174,32 @@ def _add_daes(card: dict, files: dict, previous: dict, assets: Path, hdae_run: s
         meta = json.loads((rdir / "config.json").read_text())
         ck = torch.load(rdir / "checkpoint.pt", map_location="cpu", weights_only=True)
         files[kind] = _save_fp16(ck["model"], assets / f"{kind}.safetensors")
+        if kind == "code_score_dae" and meta["model"].get("arch") != "noise_conditional_code_dae":
+            raise ValueError(f"{run_dir} is not a noise-conditional R_h (train hdae --dae-arch score)")
         card[kind] = {"config": meta["model"], "sigma": meta["sigma"], "steps": int(ck["step"]),
                       "wall_minutes": round(float(ck["minutes"]), 1),
                       "final_losses": _last_row(rdir / "losses.csv"),
                       "parameters": sum(v.numel() for v in ck["model"].values())}
 
 
+def add_daes(assets: Path = ASSETS, hdae_run: str | None = None, xdae_run: str | None = None,
+             score_hdae_run: str | None = None) -> dict:
+    """Put newly trained DAEs into an exported bundle without touching G, D or the code statistics
+    (they are fitted to G's code, which does not change); returns the updated card."""
+    assets = Path(assets)
+    card = read_card(assets)
+    files = card["files"]
+    _add_daes(card, files, {}, assets, hdae_run, xdae_run, score_hdae_run)
+    (assets / CARD_NAME).write_text(json.dumps(card, indent=2))
+    write_card_markdown(card, assets / "MODEL_CARD.md")
+    check_bundle_loads(assets)
+    return card
+
+
 def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None = None,
            assets: Path = ASSETS, metrics: dict | None = None, note: str | None = None,
-           extends_shipped_run: bool = False, data: str | None = None, cache: str | None = None) -> dict:
+           extends_shipped_run: bool = False, data: str | None = None, cache: str | None = None,
+           score_hdae_run: str | None = None) -> dict:
     """Write the shipped weights and model card; returns the card.
 
     ``data``/``cache``: where the training photos and their codes are on this machine, when the
@@ -237,7 +259,7 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
     same_g = previous.get("files", {}).get("generator", {}).get("sha256") == files["generator"]["sha256"]
     _record_lineage(card["generator"], previous, same_g, extends_shipped_run, bool(gcfg.get("init_generator")),
                     g_step, g_minutes)
-    _add_daes(card, files, previous, assets, hdae_run, xdae_run)
+    _add_daes(card, files, previous, assets, hdae_run, xdae_run, score_hdae_run)
     if note:
         card["generator"]["note"] = note
     elif same_g and previous["generator"].get("note"):
@@ -317,10 +339,13 @@ def write_card_markdown(card: dict, path: Path) -> None:
         lines += [f"Continued from the previously shipped G ({c['steps']} steps, {c['wall_minutes']} min, "
                   f"losses {c.get('losses', '?')}); in all {g['steps_total']} steps in {g['wall_minutes_total']} "
                   "minutes of training." + (f" Earlier run: {c['note']}" if c.get("note") else ""), ""]
-    for key, title in (("code_dae", "Code DAE R_h (PPGN-h)"), ("image_dae", "Image DAE R_x (PPGN-x)")):
+    for key, title in (("code_dae", "Code DAE R_h (PPGN-h)"),
+                       ("code_score_dae", "Noise-conditional code DAE R_h(h, σ) (guided-ppgn-h)"),
+                       ("image_dae", "Image DAE R_x (PPGN-x)")):
         if key in card:
             d = card[key]
-            lines += [f"**{title}.** {d['config']}, σ = {d['sigma']:.4g}, {d['parameters'] / 1e6:.2f} M parameters, "
+            sigma = "every σ (log-uniform, standardised code units)" if d["sigma"] is None else f"σ = {d['sigma']:.4g}"
+            lines += [f"**{title}.** {d['config']}, {sigma}, {d['parameters'] / 1e6:.2f} M parameters, "
                       f"{d['steps']} steps in {d['wall_minutes']} minutes. Final: `{json.dumps(d['final_losses'])}`", ""]
     if "discriminator" in card:
         d = card["discriminator"]

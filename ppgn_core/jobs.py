@@ -12,7 +12,7 @@ import torch
 from .conditions import ClassCondition, Condition, InpaintContext, MultiCondition, UnitCondition, class_index
 from .nets.registry import ModelBundle
 from .presets import DEFAULT_PRESET, build_sampler, get_preset
-from .sampler import AT_TARGET, MAX_ROBUST_K, Sampler, Snapshot
+from .sampler import AT_TARGET, MAX_ROBUST_K, GuidedDenoisingSampler, Sampler, Snapshot
 
 #: caps sized for a 2-core, 24 GiB machine; raise them with the environment variables
 MAX_STEPS = int(os.environ.get("PPGN_MAX_STEPS", "2000"))
@@ -163,6 +163,8 @@ def result_record(req: SampleRequest, sampler: Sampler, snaps: list[Snapshot], s
             first, last, bool(req.neuron) and not req.classes),
         "recoveries": sampler.recoveries, "seconds": round(seconds, 3), "device": device,
         "request": asdict(req), "eps_schedule": schedule_changes(sampler.schedule),
+        **({"sampler": "guided denoising", "noise_levels": [round(v, 5) for v in sampler.levels]}
+           if isinstance(sampler, GuidedDenoisingSampler) else {}),
     }
 
 

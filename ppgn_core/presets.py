@@ -13,8 +13,8 @@ import torch
 
 from .conditions import Condition, InpaintContext, RealismCondition
 from .nets.registry import ModelBundle
-from .priors import DAEPrior, GaussianPrior, ImagePrior, JointPrior, NoPrior, Prior
-from .sampler import Control, Sampler, StepSettings
+from .priors import AnnealedDAEPrior, DAEPrior, GaussianPrior, ImagePrior, JointPrior, NoPrior, Prior, sample_codes
+from .sampler import Control, GuidedDenoisingSampler, Sampler, StepSettings
 from .spaces import CodeSpace, FourierSpace, PixelSpace, Space
 
 
@@ -23,7 +23,7 @@ class Preset:
     name: str
     title: str
     space: str  # "h" | "x" | "fourier"
-    prior: str  # "none" | "gaussian" | "hdae" | "xdae" | "joint" | "joint-noisy" | "hand-designed"
+    prior: str  # "none" | "gaussian" | "hdae" | "hdae-annealed" | "xdae" | "joint" | "joint-noisy" | "hand-designed"
     paper_eps: tuple[float, float, float]
     units: str = "native"  # "pixel255": ε in 0–255 pixel units (PPGN-x), converted to [0, 1]
     step_form: str = "release"
@@ -37,6 +37,10 @@ class Preset:
     realism: float = 0.0  # weight of log D(real|x) (needs D in the bundle; 0: off)
     p_target: float = 1.0  # a chain whose p(class) under C reached this is satisfied (1: never)
     at_target: str = "prior"  # what a satisfied chain does: "prior" (the prior alone) or "stop"
+    start: str = "random"  # code starts: "random" (Gaussian, real codes' mean/spread) or "prior" (drawn from R_h(h, σ))
+    sigma_start: float = 1.0  # "hdae-annealed": R_h's noise level at the first step (standardised code units) …
+    sigma_end: float = 0.1  # … and at the last
+    sampler: str = "mala"  # "mala": MALA-approx (Eq. 5); "guided": guided denoising of R_h(h, σ) from σ_start to σ_end
     note: str = ""
 
     def settings(self, **overrides) -> StepSettings:
@@ -59,7 +63,10 @@ class Preset:
         if self.eps1_end is not None:
             e1 = f"{e1} → {self.eps1_end:g}"
         units = " in 0–255 pixel units" if self.units == "pixel255" else ""
-        if self.step_form == "eq5":
+        if self.sampler == "guided":
+            e1, e3 = "—", "—"
+            step = f"one step per noise level σ {self.sigma_start:g} → {self.sigma_end:g}, guidance ε2·σ"
+        elif self.step_form == "eq5":
             step = "Eq. 5 as written (no step size)"
         else:
             step = f"step {self.lr:g}" if self.lr_end is None else f"step {self.lr:g} → {self.lr_end:g}"
@@ -97,6 +104,8 @@ DEFAULT_P_TARGET = 0.999
 #: stopping rule (reports/tuning/rh_prior_1k_g2.json): 65.6% robust, precision 28.1%, against 60.9% and
 #: 15.6% for Noiseless Joint PPGN-h on the same classes and starts.
 RH_EPS1 = 1e-4
+#: guided-ppgn-h: how far, in units of the noise level σ, the condition moves each level's denoised code
+GUIDANCE = 1.0
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("ppgn-h", "PPGN-h (DAE on h)", "h", "hdae", (RH_EPS1, 1.0, 1e-5), lr=H_LR_DEFAULT,
@@ -104,6 +113,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            note="Sec. 3.3, Eq. 11, with the convolutional R_h of the 1,000-class code; ε1, step, robust "
                 "condition and stopping rule picked on held-out classes by the robust judge "
                 "(reports/tuning/rh_prior_1k_g2.json) and checked on the 110-class set"),
+    Preset("guided-ppgn-h", "Guided denoising of a noise-conditional R_h (not in the paper)", "h", "hdae-annealed",
+           (0.0, GUIDANCE, 0.0), robust_k=DEFAULT_ROBUST_K, sampler="guided", sigma_start=10.0, sigma_end=0.05,
+           note="R_h(h, σ) trained at every noise level draws the code from noise; the condition steers each "
+                "level's denoised code by ε2·σ (classifier guidance); the steps are the noise levels"),
     Preset("noiseless-joint-ppgn-h", "Noiseless Joint PPGN-h (paper's best)", "h", "joint", (1e-5, 1.0, 1e-17),
            lr=H_LR_DEFAULT, robust_k=DEFAULT_ROBUST_K, p_target=DEFAULT_P_TARGET, at_target="stop",
            note="Sec. 3.5; G trained with L_img + L_h1 + L_GAN; prior E(G(h)) − h; step, robust condition and "
@@ -148,13 +161,25 @@ def make_space(preset: Preset, bundle: ModelBundle) -> Space:
     if preset.space == "h":
         if bundle.generator is None:
             raise ValueError(f"preset {preset.name} needs a generator G in the model bundle")
+        start_sampler = None
+        if preset.start == "prior":
+            dae = _score_dae(preset, bundle)
+            start_sampler = lambda n, gen: sample_codes(dae, n, gen)  # noqa: E731
+        elif preset.start != "random":
+            raise ValueError(f"unknown start {preset.start!r}: random or prior")
         return CodeSpace(bundle.generator, bundle.encoder, bundle.code_shape, bundle.code_mean,
-                         bundle.code_std, bundle.code_range)
+                         bundle.code_std, bundle.code_range, start_sampler=start_sampler)
     if preset.space == "x":
         return PixelSpace(bundle.image_size)
     if preset.space == "fourier":
         return FourierSpace(bundle.image_size)
     raise ValueError(f"unknown space {preset.space!r}")
+
+
+def _score_dae(preset: Preset, bundle: ModelBundle):
+    if bundle.score_dae is None:
+        raise ValueError(f"preset {preset.name} needs the noise-conditional code DAE R_h(h, σ) in the model bundle")
+    return bundle.score_dae
 
 
 def make_prior(preset: Preset, bundle: ModelBundle) -> Prior:
@@ -167,6 +192,8 @@ def make_prior(preset: Preset, bundle: ModelBundle) -> Prior:
         if bundle.code_dae is None:
             raise ValueError("preset ppgn-h needs the code DAE R_h in the model bundle")
         return DAEPrior(bundle.code_dae)
+    if kind == "hdae-annealed":
+        return AnnealedDAEPrior(_score_dae(preset, bundle), preset.sigma_start, preset.sigma_end)
     if kind == "xdae":
         if bundle.image_dae is None:
             raise ValueError("preset ppgn-x needs the image DAE R_x in the model bundle")
@@ -190,10 +217,17 @@ def build_sampler(preset: Preset | str, bundle: ModelBundle, condition: Conditio
     if control is None:
         control = Control(p.settings(**overrides))
     space = make_space(p, bundle)
+    realism = None if bundle.discriminator is None else RealismCondition(bundle.discriminator)
+    if p.sampler == "guided":
+        if context is not None:
+            raise ValueError(f"preset {p.name} draws codes from noise and cannot inpaint; use a MALA preset")
+        return GuidedDenoisingSampler(space, _score_dae(p, bundle), condition, control, p.sigma_start, p.sigma_end,
+                                      seed=seed, realism=realism)
+    if p.sampler != "mala":
+        raise ValueError(f"unknown sampler {p.sampler!r}: mala or guided")
     max_abs = None
     if p.space == "h" and bundle.code_range is not None:
         lo, hi = bundle.code_range
         max_abs = 10 * max(abs(lo), abs(hi))
-    realism = None if bundle.discriminator is None else RealismCondition(bundle.discriminator)
     return Sampler(space, make_prior(p, bundle), condition, control, context=context, seed=seed, max_abs=max_abs,
                    realism=realism)

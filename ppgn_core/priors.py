@@ -6,6 +6,9 @@ A prior returns a *direction* d(z) in the sampled space such that ``z ← z + ε
 * :class:`GaussianPrior` — d = −(z − μ): L2 decay, DGN-AM's implicit Gaussian prior (Eq. 10).
 * :class:`DAEPrior` — d = R(z) − z ≈ σ²·∂log p(z)/∂z (Eq. 6–7): PPGN-x (R_x on pixels) and
   PPGN-h (R_h, a DAE on h: an MLP, paper S9.3, or convolutional for a spatial code; Eq. 11).
+* :class:`AnnealedDAEPrior` — the same with a noise-conditional R_h(h, σ) whose σ falls from
+  ``sigma_start`` to ``sigma_end`` over the chain (annealed Langevin, Song & Ermon 2019; not in
+  the paper). :func:`sample_codes` draws codes from that R_h alone (a start for the chains).
 * :class:`JointPrior` — d = E(G(h)) − h: G and E as an autoencoder of h (Joint PPGN-h, Sec. 3.4
   with noise on x, h1 and h; Noiseless Joint PPGN-h, Sec. 3.5 without).
 * :class:`ImagePrior` — hand-designed image priors of Sec. S7 (Gaussian blur, total variation),
@@ -35,6 +38,9 @@ class Prior:
     def energy(self, z: torch.Tensor, to_image: ImageFn) -> torch.Tensor | None:
         """Per-chain energy whose decrease the prior step aims at, where one is defined."""
         return None
+
+    def set_progress(self, frac: float) -> None:
+        """The chain's progress (0 at the first step, 1 at the last); annealed priors follow it."""
 
 
 class NoPrior(Prior):
@@ -76,6 +82,65 @@ class DAEPrior(Prior):
     def energy(self, z, to_image):
         with torch.no_grad():
             return (self.dae(z) - z).pow(2).flatten(1).sum(1)
+
+
+class AnnealedDAEPrior(Prior):
+    """d = R(z, σ_t) − z for a noise-conditional R_h; σ_t falls geometrically from ``sigma_start`` to
+    ``sigma_end`` (standardised code units) as the chain progresses: early steps see the code
+    density blurred by a large noise (broad pulls toward where real codes lie), late steps the
+    sharp one (annealed Langevin dynamics, Song & Ermon 2019; not in the paper)."""
+
+    name = "annealed-dae"
+
+    def __init__(self, dae: nn.Module, sigma_start: float, sigma_end: float):
+        if not (sigma_start > 0 and sigma_end > 0):
+            raise ValueError("the annealed prior's noise levels must be > 0")
+        self.dae = dae.eval()
+        for p in self.dae.parameters():
+            p.requires_grad_(False)
+        self.sigma_start, self.sigma_end = float(sigma_start), float(sigma_end)
+        self.sigma = self.sigma_start
+
+    def set_progress(self, frac: float) -> None:
+        frac = min(1.0, max(0.0, float(frac)))
+        self.sigma = self.sigma_start * (self.sigma_end / self.sigma_start) ** frac
+
+    def direction(self, z, to_image, gen):
+        with torch.no_grad():
+            return self.dae(z, self.sigma) - z
+
+    def energy(self, z, to_image):
+        with torch.no_grad():
+            return (self.dae(z, self.sigma) - z).pow(2).flatten(1).sum(1)
+
+
+def noise_levels(steps: int, sigma_max: float, sigma_min: float, rho: float = 7.0) -> list[float]:
+    """``steps`` noise levels from σ_max down to σ_min, spaced as in Karras et al. 2022 (ρ = 7)."""
+    if steps < 1:
+        raise ValueError("steps must be ≥ 1")
+    if steps == 1:
+        return [sigma_max]
+    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return [(a + i / (steps - 1) * (b - a)) ** rho for i in range(steps)]
+
+
+@torch.no_grad()
+def sample_codes(dae: nn.Module, n: int, gen: torch.Generator, steps: int = 24, sigma_max: float = 10.0,
+                 sigma_min: float = 0.05, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Codes drawn from a noise-conditional R_h alone: start from N(0, σ_max²) in standardised units
+    and integrate the probability-flow ODE du/dσ = (u − R(u, σ))/σ down to σ_min (Heun's method,
+    Karras et al. 2022), then take the denoised code at σ_min. Seeded by ``gen``."""
+    levels = noise_levels(steps, sigma_max, sigma_min)
+    u = torch.randn(n, *dae.code_shape, generator=gen).to(device) * levels[0]
+    for i, s in enumerate(levels):
+        s_next = levels[i + 1] if i + 1 < len(levels) else 0.0
+        d = (u - dae.denoise_standardised(u, s)) / s
+        u_next = u + (s_next - s) * d
+        if s_next > 0:  # Heun's correction
+            d2 = (u_next - dae.denoise_standardised(u_next, s_next)) / s_next
+            u_next = u + (s_next - s) * 0.5 * (d + d2)
+        u = u_next
+    return dae.unstandardise(u)
 
 
 class JointPrior(Prior):

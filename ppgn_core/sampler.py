@@ -270,6 +270,7 @@ class Sampler:
         frac = t / max(1, steps - 1)
         eps1 = s.eps1 if s.eps1_end is None else _linear(s.eps1, s.eps1_end, frac)
         if eps1 != 0:
+            self.prior.set_progress(frac)
             to_image = self.image
             if x is not None and self.reuse_image and not self.prior.needs_grad:
                 to_image = lambda zz: x if zz is z else self.image(zz)  # noqa: E731
@@ -342,3 +343,77 @@ class Sampler:
 def run_to_end(sampler: Sampler, z0: torch.Tensor, steps: int, snapshot_every: int = 1) -> list[Snapshot]:
     """Run a chain and return all its snapshots (the last one is final)."""
     return list(sampler.run(z0, steps, snapshot_every))
+
+
+class GuidedDenoisingSampler(Sampler):
+    """Classifier guidance of a noise-conditional R_h (not in the paper; Dhariwal & Nichol 2021 for
+    the guidance, Karras et al. 2022 for the sampler, Chung et al. 2023 for reading the condition on
+    the denoised estimate). The state u is the standardised code plus noise of level σ; the chain's
+    ``steps`` are noise levels σ_max → σ_min. At each: D = R(u, σ), the image x = G(D), the
+    condition's gradient g = ∂(ε2·log p(y|x))/∂u (robust views, jitter, stopping gate and realism
+    as in MALA-approx), D' = D + ε2·σ·g/rms(g), and an Euler step of du/dσ = (u − D')/σ. Most of
+    each image comes from R_h's own density of codes; the condition only steers it, by at most ε2·σ
+    per element at level σ, so late (fine) levels can no longer write the classifier's patterns.
+    Snapshots report the denoised code D (what G draws) as z. ε1 and ε3 are not used."""
+
+    def __init__(self, space: Space, dae, condition: Condition, control: Control, sigma_max: float = 10.0,
+                 sigma_min: float = 0.05, seed: int = 0, realism: RealismCondition | None = None):
+        from .priors import NoPrior
+
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        super().__init__(space, NoPrior(), condition, control, seed=seed, realism=realism)
+        self.dae, self.sigma_max, self.sigma_min = dae, float(sigma_max), float(sigma_min)
+        self.levels: list[float] = []  # the noise level of each step of the last run
+
+    def init(self, batch: int, device: torch.device | str = "cpu", start: torch.Tensor | None = None) -> torch.Tensor:
+        if start is not None:
+            raise ValueError("guided denoising starts from noise; it cannot start from an image (use a MALA preset)")
+        return (torch.randn(batch, *self.dae.code_shape, generator=self.gen) * self.sigma_max).to(device)
+
+    def denoised_code(self, u: torch.Tensor, sigma: float) -> torch.Tensor:
+        """G's input for state u at level σ: R(u, σ) in the code's units, clamped to its range."""
+        return self.space.clamp(self.dae.unstandardise(self.dae.denoise_standardised(u, sigma)))
+
+    def run(self, z0: torch.Tensor, steps: int, snapshot_every: int = 1) -> Iterator[Snapshot]:
+        from .priors import noise_levels
+
+        if steps < 1:
+            raise ValueError("guided denoising needs steps ≥ 1 (one per noise level)")
+        if snapshot_every < 1:
+            raise ValueError("snapshot_every must be ≥ 1")
+        if not torch.isfinite(z0).all():
+            raise ValueError("the starting point has non-finite values")
+        if self.control.settings.realism > 0:
+            self.condition_gradient.realism_term()
+        levels = self.levels = noise_levels(steps, self.sigma_max, self.sigma_min)  # the step's σ, not a setting
+        u, recovered, t = z0.detach().clone(), [], 0
+        while t < steps and not self.control.stopped:
+            s, sigma = self.control.settings, levels[t]
+            x, out, grad = self._evaluate(u, s, need_grad=True, sigma=sigma)
+            self.schedule.append({"step": t, **asdict(s)})
+            if t % snapshot_every == 0:
+                yield Snapshot.at(t, x, self.denoised_code(u, sigma).detach(), out, s, recovered, False)
+                recovered = []
+            with torch.no_grad():
+                d = self.dae.denoise_standardised(u, sigma)
+                rms = grad.pow(2).flatten(1).mean(1).sqrt().view(-1, *([1] * (u.dim() - 1)))
+                push = torch.where(rms > 0, grad / rms.clamp_min(1e-30), torch.zeros_like(grad))
+                target = d + s.eps2 * sigma * push
+                s_next = levels[t + 1] if t + 1 < steps else 0.0
+                u_new = u + (s_next - sigma) / sigma * (u - target)
+                bad = ~torch.isfinite(u_new.flatten(1)).all(1)
+                if bad.any():
+                    u_new[bad] = d[bad]  # fall back to the unguided denoised code
+                    recovered = bad.nonzero().flatten().tolist()
+                    self.recoveries += len(recovered)
+                u = u_new
+            t += 1
+        s = self.control.settings
+        final_sigma = levels[t] if t < steps else None  # stopped early: still noisy, denoise at its level
+        code = self.space.clamp(self.dae.unstandardise(u)) if final_sigma is None else self.denoised_code(u, final_sigma)
+        x, out, _ = self.condition_gradient(code, self.image, s, need_grad=False)
+        yield Snapshot.at(t, x, code, out, s, recovered, False, final=True)
+
+    def _evaluate(self, u: torch.Tensor, s: StepSettings, need_grad: bool, sigma: float | None = None):
+        return self.condition_gradient(u, lambda uu: self.image(self.denoised_code(uu, sigma)), s, need_grad)

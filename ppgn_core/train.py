@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from .data import IMAGENET_1K_ROOT, cached_images, load_folder, to_float
 from .nets.classifiers import LiteEncoder, load_efficientnet_lite
-from .nets.daes import ConvCodeDAE, ConvImageDAE, MLPCodeDAE
+from .nets.daes import ConvCodeDAE, ConvImageDAE, MLPCodeDAE, NoiseConditionalCodeDAE
 from .nets.generators import Discriminator, LaplacianGenerator, build_generator
 
 
@@ -81,8 +81,12 @@ class TrainConfig:
     dae_sigma: float = 0.1  # R_h: fraction of mean |h|; R_x: absolute, in [0,1] units
     dae_hidden: list[int] = field(default_factory=lambda: [1024, 512, 256])
     dae_residual: bool = True  # R_h(h) = h + MLP(h) (the Imagenette bundle's R_h was not residual)
-    dae_arch: str = "mlp"  # R_h: "mlp" (paper S9.3, flattened code) or "conv" (a spatial code; residual)
+    dae_arch: str = "mlp"  # R_h: "mlp" (paper S9.3), "conv" (a spatial code; residual), "score" (every σ)
     dae_width: int = 256  # width of the conv R_h
+    dae_depth: int = 4  # 3×3 blocks of the noise-conditional R_h ("score")
+    # "score": σ drawn log-uniformly in [min, max], in units of the code's per-element spread
+    dae_sigma_min: float = 0.02
+    dae_sigma_max: float = 12.0
     xdae_width: int = 16
     weight_decay: float = 0.0
     log_every: int = 25
@@ -585,6 +589,37 @@ def load_compact_checkpoint(path: Path) -> dict:
 DAE_FIELDS = ["step", "minutes", "loss", "loss_noisy_baseline"]
 
 
+def elementwise_statistics(h: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-element mean and standard deviation of codes (a memory map is read in chunks)."""
+    total = torch.zeros(h.shape[1:], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for i in range(0, len(h), chunk):
+        c = h[i:i + chunk].double()
+        total += c.sum(0)
+        total_sq += (c * c).sum(0)
+    mean = total / len(h)
+    var = (total_sq / len(h) - mean * mean).clamp_min(0)
+    return mean.float(), var.sqrt().float()
+
+
+def score_dae_losses(model: NoiseConditionalCodeDAE, clean: torch.Tensor, sigma_min: float, sigma_max: float,
+                     gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Denoising score matching over every noise level (σ log-uniform in [min, max], standardised
+    units), weighted by (1 + σ²)/σ² (EDM) so that every level counts alike; and the same loss of
+    the network's starting point (F = 0, û = c_skip·ũ), the baseline the loss should fall below."""
+    u = model.standardise(clean)
+    b = u.shape[0]
+    log_s = torch.rand(b, generator=gen) * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)
+    sigma = log_s.exp().to(u.device).view(-1, 1, 1, 1)
+    noisy = u + torch.randn(u.shape, generator=gen).to(u.device) * sigma
+    weight = (1 + sigma ** 2) / sigma ** 2
+    loss = (weight * (model.denoise_standardised(noisy, sigma.flatten()) - u) ** 2).mean()
+    c_skip = model.preconditioning(sigma)[0]
+    with torch.no_grad():
+        baseline = (weight * (c_skip * noisy - u) ** 2).mean()
+    return loss, baseline
+
+
 def train_dae(cfg: TrainConfig) -> dict:
     """Train R_h (``hdae``, on cached codes, S9.3) or R_x (``xdae``, on images, S9.2)."""
     device = torch.device(cfg.device)
@@ -592,15 +627,22 @@ def train_dae(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.kind == "hdae":
-        if cfg.dae_arch not in ("mlp", "conv"):
-            raise ValueError(f"dae_arch must be mlp or conv, got {cfg.dae_arch!r}")
+        if cfg.dae_arch not in ("mlp", "conv", "score"):
+            raise ValueError(f"dae_arch must be mlp, conv or score, got {cfg.dae_arch!r}")
         encoder = LiteEncoder(load_efficientnet_lite(cfg.encoder), cfg.h_block, cfg.h1_block, cfg.size).to(device)
         cache = build_code_cache(cfg, encoder, device)
         data = cache.h
         stats = code_statistics(data)
         sigma = cfg.dae_sigma * stats["mean_abs"]
-        if cfg.dae_arch == "conv":
-            model: nn.Module = ConvCodeDAE(tuple(data.shape[1:]), cfg.dae_width).to(device)
+        if cfg.dae_arch == "score":
+            if not 0 < cfg.dae_sigma_min < cfg.dae_sigma_max:
+                raise ValueError("need 0 < dae_sigma_min < dae_sigma_max")
+            mean, std = elementwise_statistics(data)
+            model: nn.Module = NoiseConditionalCodeDAE(tuple(data.shape[1:]), cfg.dae_width, cfg.dae_depth,
+                                                       mean, std).to(device)
+            sigma = None  # drawn per example
+        elif cfg.dae_arch == "conv":
+            model = ConvCodeDAE(tuple(data.shape[1:]), cfg.dae_width).to(device)
         else:
             model = MLPCodeDAE(tuple(data.shape[1:]), tuple(cfg.dae_hidden), cfg.dae_residual).to(device)
     else:
@@ -628,13 +670,16 @@ def train_dae(cfg: TrainConfig) -> dict:
         gen = _step_generator(cfg.seed, step, 0)
         idx = torch.randint(0, len(data), (cfg.batch,), generator=gen)
         clean = data[idx].float().to(device) if cfg.kind == "hdae" else to_float(data[idx]).to(device)
-        noisy = clean + torch.randn(clean.shape, generator=gen).to(device) * sigma
-        loss = F.mse_loss(model(noisy), clean)
+        if sigma is None:
+            loss, baseline = score_dae_losses(model, clean, cfg.dae_sigma_min, cfg.dae_sigma_max, gen)
+        else:
+            noisy = clean + torch.randn(clean.shape, generator=gen).to(device) * sigma
+            loss, baseline = F.mse_loss(model(noisy), clean), F.mse_loss(noisy, clean)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
-        last = {"step": step, "loss": loss.item(), "loss_noisy_baseline": F.mse_loss(noisy, clean).item()}
+        last = {"step": step, "loss": loss.item(), "loss_noisy_baseline": baseline.item()}
         if step % cfg.log_every == 0 or step == cfg.steps:
             last["minutes"] = round(minutes_before + (time.time() - t0) / 60, 3)
             log.write(last)

@@ -4,18 +4,35 @@ them changes the shipped sampler; they ask where the samples' realism could come
 
 python scripts/precision_probes.py polish OUT.json      # post-chain variants of the final codes
 python scripts/precision_probes.py precondition OUT.json [--power 1]
+python scripts/precision_probes.py realstart OUT.json   # chains start from real photos' codes
+python scripts/precision_probes.py score OUT.json --score-dae runs/NAME [--variant start|anneal ...]
+python scripts/precision_probes.py guided OUT.json --score-dae runs/NAME --guidance W [--levels 60]
 
 ``polish``: run the default preset, then judge the final codes and, from them, h ← clamp(R_h(h))
 1/3/10/30 times, h ← E(G(h)) once and twice, and h pulled toward the code mean (0.8, 0.6).
 ``precondition``: the default preset with the condition's step multiplied, at every location of
 the 8×8 code, by the real codes' channel covariance (112×112, from E's codes of 4 training photos a
 class, raised to ``--power``, mean diagonal 1), judged at steps 0, 20, 40, 60.
+``realstart``: the default preset with every chain started from E(x) of a real training photo of
+another class (one seeded draw) instead of a random code: the ceiling of a perfect sampler of p(h)
+as the start, judged at steps 0, 20, 40, 60.
+``score``: with a noise-conditional R_h (``train hdae --dae-arch score``): ``start`` runs the
+default preset from codes drawn from that R_h alone (:func:`sample_codes`; step 0 judges those
+unconditional samples), ``anneal`` also replaces the prior by the annealed one (σ from
+``--sigma-start`` to ``--sigma-end``, ε1 ``--eps1``), ``gauss-anneal`` the annealed prior from the
+default random start.
+``guided``: classifier guidance of the noise-conditional R_h's probability-flow ODE (Dhariwal &
+Nichol 2021, with the class read on the denoised code's image as in Chung et al. 2023): at each of
+``--levels`` noise levels σ, D = R(u, σ), the condition's gradient g = ∂log p(c|G(D))/∂u (over the
+robust views), D' = D + W·σ·g/rms(g), and an Euler step of du/dσ = (u − D')/σ; judged on G(D) at
+levels 0, 20, 40 and at the end (σ_min's denoised code).
 """
 
 import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,17 +51,21 @@ from tune_heldout import judged_row, tuning_classes  # noqa: E402
 PRESET, STEPS, BATCH, SEED = "ppgn-h", 60, 16, 7
 
 
-def chains(bundle, targets, step_hook=None, every: int = STEPS) -> dict[int, list]:
+def chains(bundle, targets, step_hook=None, every: int = STEPS, starts: torch.Tensor | None = None,
+           prior=None, preset=PRESET, steps: int = STEPS, **overrides) -> dict[int, list]:
     """The default preset's snapshots by step, batch k seeded SEED·1000 + k: the batches and seeds of
     ``evaluate.run_preset_on_classes``, which keeps neither the codes nor a hook on the step."""
     snaps: dict[int, list] = {}
     for k, lo in enumerate(range(0, len(targets), BATCH)):
         tb = targets[lo:lo + BATCH]
-        s = build_sampler(PRESET, bundle, ClassCondition(bundle.classifier, tb), seed=SEED * 1000 + k)
+        s = build_sampler(preset, bundle, ClassCondition(bundle.classifier, tb), seed=SEED * 1000 + k, **overrides)
+        if prior is not None:
+            s.prior = prior
         if step_hook is not None:
             orig = s.step_direction
             s.step_direction = lambda z, g, st, t, n, x=None, _o=orig: _o(z, step_hook(g), st, t, n, x)
-        for sn in s.run(s.init(len(tb)), STEPS, every):
+        z0 = s.init(len(tb)) if starts is None else starts[lo:lo + BATCH]
+        for sn in s.run(z0, steps, every):
             snaps.setdefault(sn.step, []).append(sn)
     return snaps
 
@@ -100,11 +121,81 @@ def precondition(bundle, targets, power: float) -> dict[str, tuple]:
             for t, sn in snaps.items()}
 
 
+def real_starts(bundle, targets) -> torch.Tensor:
+    """E(x) of one training photo per chain, drawn (seed SEED) from the classes other than its target."""
+    images, labels = cached_images(IMAGENET_1K_ROOT / "train", 128, per_class=4)
+    g = torch.Generator().manual_seed(SEED)
+    picks = []
+    for t in targets.tolist():
+        while True:
+            i = int(torch.randint(0, len(labels), (1,), generator=g))
+            if int(labels[i]) != t:
+                picks.append(i)
+                break
+    with torch.no_grad():
+        return torch.cat([bundle.encoder(to_float(images[picks[i:i + 32]])) for i in range(0, len(picks), 32)])
+
+
+def realstart(bundle, targets) -> dict[str, tuple]:
+    snaps = chains(bundle, targets, every=20, starts=real_starts(bundle, targets))
+    return {f"step {t}": (torch.cat([s.image for s in sn]), torch.cat([s.p_class for s in sn]))
+            for t, sn in snaps.items()}
+
+
+def load_score_dae(run: str):
+    """A noise-conditional R_h from a training run folder (its config.json and checkpoint.pt)."""
+    from ppgn_core.nets.daes import NoiseConditionalCodeDAE
+
+    cfg = json.loads((Path(run) / "config.json").read_text())["model"]
+    dae = NoiseConditionalCodeDAE(tuple(cfg["code_shape"]), cfg["width"], cfg["depth"])
+    dae.load_state_dict(torch.load(Path(run) / "checkpoint.pt", map_location="cpu", weights_only=True)["model"])
+    return dae.eval()
+
+
+def score(bundle, targets, args) -> dict[str, tuple]:
+    from ppgn_core.priors import AnnealedDAEPrior, sample_codes
+
+    dae = load_score_dae(args.score_dae)
+    space = make_space(get_preset(PRESET), bundle)
+    starts = None
+    if args.variant != "gauss-anneal":
+        starts = space.clamp(sample_codes(dae, len(targets), torch.Generator().manual_seed(SEED), args.ode_steps,
+                                          args.sigma_max, args.sigma_min))
+    prior, overrides = None, {}
+    if args.variant in ("anneal", "gauss-anneal"):
+        prior, overrides = AnnealedDAEPrior(dae, args.sigma_start, args.sigma_end), {"eps1": args.eps1}
+    snaps = chains(bundle, targets, every=20, starts=starts, prior=prior, **overrides)
+    return {f"step {t}": (torch.cat([s.image for s in sn]), torch.cat([s.p_class for s in sn]))
+            for t, sn in snaps.items()}
+
+
+def guided(bundle, targets, args) -> dict[str, tuple]:
+    """The shipped guided-ppgn-h sampler with a run's noise-conditional R_h and guidance ``W``."""
+    bundle.score_dae = load_score_dae(args.score_dae)
+    preset = replace(get_preset("guided-ppgn-h"), sigma_start=args.sigma_max, sigma_end=args.sigma_min)
+    snaps = chains(bundle, targets, every=20, preset=preset, steps=args.levels, eps2=args.guidance,
+                   robust_k=args.robust_k)
+    return {("end" if t == args.levels else f"level {t}"): (torch.cat([s.image for s in sn]),
+                                                            torch.cat([s.p_class for s in sn]))
+            for t, sn in snaps.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("probe", choices=["polish", "precondition"])
+    ap.add_argument("probe", choices=["polish", "precondition", "realstart", "score", "guided"])
     ap.add_argument("out")
     ap.add_argument("--power", type=float, default=1.0)
+    ap.add_argument("--score-dae", default=None, help="run folder of a noise-conditional R_h (score)")
+    ap.add_argument("--variant", default="start", choices=["start", "anneal", "gauss-anneal"])
+    ap.add_argument("--ode-steps", type=int, default=24)
+    ap.add_argument("--sigma-max", type=float, default=10.0)
+    ap.add_argument("--sigma-min", type=float, default=0.05)
+    ap.add_argument("--sigma-start", type=float, default=1.0)
+    ap.add_argument("--sigma-end", type=float, default=0.1)
+    ap.add_argument("--eps1", type=float, default=1e-3)
+    ap.add_argument("--guidance", type=float, default=0.5)
+    ap.add_argument("--levels", type=int, default=60)
+    ap.add_argument("--robust-k", type=int, default=2)
     args = ap.parse_args()
     bundle, judge = load_bundle(), Judge()
     reference = real_reference(judge)
@@ -112,6 +203,12 @@ def main() -> None:
     t0 = time.time()
     if args.probe == "polish":
         judged = {name: (x, p_class(bundle, x, targets)) for name, x in polish(bundle, targets).items()}
+    elif args.probe == "realstart":
+        judged = realstart(bundle, targets)
+    elif args.probe == "score":
+        judged = score(bundle, targets, args)
+    elif args.probe == "guided":
+        judged = guided(bundle, targets, args)
     else:
         judged = precondition(bundle, targets, args.power)
     rows = {}
@@ -120,8 +217,17 @@ def main() -> None:
         print(name, {k: round(v, 3) for k, v in rows[name].items() if isinstance(v, float)}, flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"probe": args.probe, "power": args.power, "seconds": round(time.time() - t0, 1),
-                               "rows": rows}, indent=1))
+    report = json.loads(out.read_text()) if out.exists() else {}
+    name = args.probe
+    if args.probe == "score":
+        name = (f"score-{args.variant} ode{args.ode_steps} σ{args.sigma_max:g}→{args.sigma_min:g}"
+                + (f" anneal σ{args.sigma_start:g}→{args.sigma_end:g} ε1 {args.eps1:g}" if "anneal" in args.variant else ""))
+    elif args.probe == "guided":
+        name = (f"guided W{args.guidance:g} {args.levels} levels σ{args.sigma_max:g}→{args.sigma_min:g} "
+                f"K{args.robust_k} ({args.score_dae})")
+    report[name] = {"args": {k: v for k, v in vars(args).items() if k != "out"}, "seconds": round(time.time() - t0, 1),
+                    "rows": rows}
+    out.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ judge's verdict plain and after 2× down-and-up sampling (HIT = the judge's top-
 
 python scripts/robust_sheets.py --robust-k 2 --out reports/sheets/robust_vs_plain.png
 python scripts/robust_sheets.py --classes 20 --variants robust --out reports/sheets/default_20_classes.png
+python scripts/robust_sheets.py --classes 20 --columns ppgn-h:2 guided-ppgn-h:2 --out reports/sheets/guided_vs_default.png
 """
 
 import argparse
@@ -42,22 +43,31 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--robust-k", type=int, default=2)
     ap.add_argument("--variants", nargs="+", default=["plain", "robust"], choices=["plain", "robust"])
+    ap.add_argument("--columns", nargs="+", default=None, metavar="PRESET:K",
+                    help="compare presets instead: one column group per PRESET with robust condition K")
     ap.add_argument("--out", default="reports/sheets/robust_vs_plain.png")
     args = ap.parse_args()
     bundle, judge, names = load_bundle(), Judge(), imagenet_categories()
     classes = outside_imagenette(args.classes)
-    columns, record = [], {"preset": args.preset, "steps": args.steps, "seed": args.seed, "classes":
-                           [names[c] for c in classes], "variants": {}}
-    for variant in args.variants:
-        k = args.robust_k if variant == "robust" else 0
-        run = run_preset_on_classes(bundle, args.preset, classes, args.chains, args.steps, args.seed, args.steps,
+    if args.columns:
+        specs = [(c.rsplit(":", 1)[0], int(c.rsplit(":", 1)[1]), c) for c in args.columns]
+    else:
+        specs = [(args.preset, args.robust_k if v == "robust" else 0, v) for v in args.variants]
+    columns, record = [], {"preset": args.preset if not args.columns else args.columns, "steps": args.steps,
+                           "seed": args.seed, "classes": [names[c] for c in classes], "variants": {}}
+    for preset, k, name in specs:
+        run = run_preset_on_classes(bundle, preset, classes, args.chains, args.steps, args.seed, args.steps,
                                     overrides={"robust_k": k}, batch=8)
         plain = topk_hits(judge.logits(run.images), run.targets)["top1"]
         robust = topk_hits(judge.logits(down_up(run.images, 2)), run.targets)["top1"]
-        columns.append((f"{variant} (K = {k})" if k else "plain condition", run.images, plain, robust))
-        record["variants"][variant] = {"robust_k": k, "judge_top1": float(plain.float().mean()),
-                                       "robust_top1": float(robust.float().mean())}
-        print(variant, record["variants"][variant], flush=True)
+        if args.columns:
+            title = f"{preset} (K = {k})"
+        else:
+            title = f"{name} (K = {k})" if k else "plain condition"
+        columns.append((title, run.images, plain, robust))
+        record["variants"][name] = {"preset": preset, "robust_k": k, "judge_top1": float(plain.float().mean()),
+                                    "robust_top1": float(robust.float().mean())}
+        print(name, record["variants"][name], flush=True)
     size = columns[0][1].shape[-1]
     cell_w, cell_h = size + 4, size + CAPTION
     width = 150 + len(columns) * args.chains * cell_w + 12 * (len(columns) - 1)

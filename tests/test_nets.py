@@ -150,6 +150,39 @@ def test_conv_code_dae_learns_to_denoise_a_code_with_spatial_structure():
         assert F.mse_loss(dae(noisy), clean) < 0.5 * F.mse_loss(noisy, clean)
 
 
+def test_noise_conditional_code_dae_denoises_at_every_level_and_rebuilds_from_its_config():
+    """Codes from four clusters: one network, told the noise level, must pull a noisy code back
+    toward its cluster at a small and at a large σ better than its starting point (û = c_skip·ũ)
+    does; its standardisation is saved with the weights."""
+    from ppgn_core.nets.daes import NoiseConditionalCodeDAE, build_code_dae
+    from ppgn_core.train import elementwise_statistics, score_dae_losses
+
+    g = torch.Generator().manual_seed(0)
+    centres = 3 * torch.randn(4, 6, 4, 4, generator=g) + 2
+    data = centres[torch.randint(0, 4, (512,), generator=g)]
+    mean, std = elementwise_statistics(data, chunk=100)
+    assert torch.allclose(mean, data.mean(0), atol=1e-4) and torch.allclose(std, data.std(0, unbiased=False), atol=1e-4)
+    dae = NoiseConditionalCodeDAE((6, 4, 4), width=32, depth=2, mean=mean, std=std)
+    opt = torch.optim.Adam(dae.parameters(), lr=3e-3)
+    for _ in range(400):
+        loss, _ = score_dae_losses(dae, data[torch.randint(0, 512, (32,), generator=g)], 0.05, 10.0, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        for sigma in (0.3, 3.0):
+            u = dae.standardise(data[:128])
+            noisy = u + sigma * torch.randn(u.shape, generator=g)
+            start = dae.preconditioning(torch.tensor(sigma))[0] * noisy
+            assert (dae.denoise_standardised(noisy, sigma) - u).pow(2).mean() < 0.5 * (start - u).pow(2).mean(), sigma
+    twin = build_code_dae(dae.config(), (6, 4, 4))
+    twin.load_state_dict(dae.state_dict())
+    h = data[:3] + torch.randn(3, 6, 4, 4, generator=g)
+    assert torch.equal(twin(h, 0.5), dae(h, 0.5)) and torch.equal(twin.mean, mean)
+    with pytest.raises(ValueError, match="spatial code"):
+        NoiseConditionalCodeDAE((1280,))
+
+
 def test_pooled_head_code_is_what_the_classifier_reads():
     """h_block = number of blocks: h is the pooled 1,280-d head, and the logits from it are Lite0's."""
     from ppgn_core.nets.classifiers import LiteEncoder, load_efficientnet_lite

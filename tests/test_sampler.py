@@ -327,3 +327,86 @@ def test_a_chain_that_reached_p_target_can_stop_where_it_is(tiny):
     assert not torch.equal(list(moving.run(z0, steps=4))[-1].z, z0)  # p_target 1: never satisfied
     with pytest.raises(ValueError, match="at_target"):
         StepSettings(at_target="halt").validate()
+
+
+class _RecordingScoreDAE(torch.nn.Module):
+    """A noise-conditional R_h stand-in: the exact denoiser of standardised codes u ~ N(0, 1),
+    E[u | u + σn] = ũ/(1 + σ²), around a per-element mean and spread; it records every σ it sees."""
+
+    def __init__(self, code_shape, mean=2.0, std=3.0):
+        super().__init__()
+        self.code_shape, self.mean, self.std, self.sigmas = tuple(code_shape), mean, std, []
+
+    def standardise(self, h):
+        return (h - self.mean) / self.std
+
+    def unstandardise(self, u):
+        return self.mean + self.std * u
+
+    def denoise_standardised(self, u, sigma):
+        self.sigmas.append(float(sigma))
+        return u / (1 + float(sigma) ** 2)
+
+    def forward(self, h, sigma):
+        return self.unstandardise(self.denoise_standardised(self.standardise(h), sigma))
+
+
+def test_annealed_prior_lowers_its_noise_level_geometrically_over_the_chain(tiny):
+    from ppgn_core.priors import AnnealedDAEPrior
+
+    dae = _RecordingScoreDAE(tiny.code_shape)
+    prior = AnnealedDAEPrior(dae, 2.0, 0.02)
+    space = _code_space(tiny, clamp=False)
+    ctl = Control(StepSettings(eps1=0.1, eps2=1.0, eps3=0.0))
+    s = Sampler(space, prior, ClassCondition(tiny.classifier, 1), ctl, seed=0)
+    snaps = list(s.run(s.init(2), steps=5))
+    assert dae.sigmas == pytest.approx([2.0 * 0.01 ** (t / 4) for t in range(5)])  # σ_start … σ_end
+    z0 = snaps[0].z
+    assert torch.allclose(prior.direction(z0, space.to_image, None), dae(z0, 0.02) - z0)  # at the last σ
+    with pytest.raises(ValueError, match="noise levels"):
+        AnnealedDAEPrior(dae, 1.0, 0.0)
+
+
+def test_codes_sampled_from_a_score_dae_follow_the_code_distribution():
+    """With the exact denoiser of N(mean, std²), the probability-flow ODE must turn N(0, σ_max²)
+    noise into codes with that mean and spread; the draw is seeded."""
+    from ppgn_core.priors import noise_levels, sample_codes
+
+    dae = _RecordingScoreDAE((4, 2, 2), mean=2.0, std=3.0)
+    h = sample_codes(dae, 4000, torch.Generator().manual_seed(0), steps=16, sigma_max=10.0, sigma_min=0.02)
+    assert h.shape == (4000, 4, 2, 2)
+    assert h.mean().item() == pytest.approx(2.0, abs=0.05) and h.std().item() == pytest.approx(3.0, rel=0.03)
+    again = sample_codes(dae, 4000, torch.Generator().manual_seed(0), steps=16, sigma_max=10.0, sigma_min=0.02)
+    assert torch.equal(h, again)
+    levels = noise_levels(16, 10.0, 0.02)
+    assert levels[0] == pytest.approx(10.0) and levels[-1] == pytest.approx(0.02)
+    assert all(a > b for a, b in zip(levels, levels[1:]))
+
+
+def test_guided_denoising_steers_toward_the_class_and_reports_codes_in_range(tiny):
+    """Same noise, same R_h: with guidance (ε2 > 0) the final images are more the class than without;
+    the chain's steps are its noise levels; the reported z are denoised codes within the code range."""
+    from ppgn_core.jobs import schedule_changes
+    from ppgn_core.sampler import GuidedDenoisingSampler
+
+    targets = [3, 17, 500, 999]
+    finals = {}
+    for w in (0.0, 1.0):
+        s = build_sampler("guided-ppgn-h", tiny, ClassCondition(tiny.classifier, targets), seed=4, eps2=w)
+        assert isinstance(s, GuidedDenoisingSampler)
+        snaps = list(s.run(s.init(4), steps=8, snapshot_every=4))
+        assert [sn.step for sn in snaps] == [0, 4, 8] and snaps[-1].final
+        lo, hi = tiny.code_range
+        assert snaps[-1].z.shape == (4, *tiny.code_shape) and snaps[-1].z.min() >= lo and snaps[-1].z.max() <= hi
+        assert s.levels[0] == pytest.approx(s.sigma_max) and s.levels[-1] == pytest.approx(s.sigma_min)
+        assert len(s.levels) == 8 and len(schedule_changes(s.schedule)) == 1  # σ is the step's, not a setting
+        finals[w] = snaps[-1].p_class
+    assert torch.all(finals[1.0] > finals[0.0]), finals
+    s = build_sampler("guided-ppgn-h", tiny, ClassCondition(tiny.classifier, 1))
+    with pytest.raises(ValueError, match="cannot start from an image"):
+        s.init(1, start=torch.rand(1, 3, 32, 32))
+    mask = torch.zeros(32, 32)
+    mask[8:24, 8:24] = 1
+    ctx = InpaintContext(torch.rand(3, 32, 32), mask)
+    with pytest.raises(ValueError, match="cannot inpaint"):
+        build_sampler("guided-ppgn-h", tiny, ClassCondition(tiny.classifier, 1), context=ctx)

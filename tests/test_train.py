@@ -144,6 +144,24 @@ def test_conv_code_dae_trains_through_the_loop_and_reloads(tiny_folder, tmp_path
         run(replace(cfg, out=str(tmp_path / "bad"), dae_arch="unet"))
 
 
+def test_noise_conditional_code_dae_trains_through_the_loop_and_reloads(tiny_folder, tmp_path):
+    from ppgn_core.nets.daes import NoiseConditionalCodeDAE, build_code_dae
+
+    cfg = _cfg(tiny_folder, tmp_path / "score", kind="hdae", steps=30, batch=8, lr=3e-3, dae_arch="score",
+               dae_width=16, dae_depth=1, log_every=5)
+    run(cfg)
+    saved = json.loads((tmp_path / "score" / "config.json").read_text())
+    assert saved["model"]["arch"] == "noise_conditional_code_dae" and saved["sigma"] is None
+    dae = build_code_dae(saved["model"], tuple(saved["model"]["code_shape"]))
+    dae.load_state_dict(torch.load(tmp_path / "score" / "checkpoint.pt", weights_only=True)["model"])
+    assert isinstance(dae, NoiseConditionalCodeDAE)
+    assert float(dae.std.min()) > 0 and not torch.equal(dae.mean, torch.zeros_like(dae.mean))  # the codes' own
+    rows = list(csv.DictReader(open(tmp_path / "score" / "losses.csv")))
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    with pytest.raises(ValueError, match="dae_sigma_min"):
+        run(replace(cfg, out=str(tmp_path / "bad"), dae_sigma_min=2.0, dae_sigma_max=1.0))
+
+
 def test_ddp_two_gloo_processes(tiny_folder, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ppgn_core",
@@ -211,6 +229,38 @@ def test_export_keeps_lineage_when_a_run_extends_the_shipped_one(tiny_folder, tm
     assert g["continued_from"]["steps"] == 3
     with pytest.raises(ValueError, match="cannot extend"):
         export(str(tmp_path / "a"), assets=assets, extends_shipped_run=True)
+
+
+def test_a_noise_conditional_code_dae_joins_an_exported_bundle_and_the_guided_preset_uses_it(tiny_folder, tmp_path):
+    """`add-dae --score-hdae RUN` writes R_h(h, σ) beside an exported G without touching G; the loaded
+    bundle carries it, and guided-ppgn-h samples with it. A plain R_h run is refused as one."""
+    from ppgn_core.cli import main
+    from ppgn_core.conditions import ClassCondition
+    from ppgn_core.nets.daes import NoiseConditionalCodeDAE
+    from ppgn_core.nets.registry import load_bundle
+    from ppgn_core.presets import build_sampler
+
+    cache = str(tmp_path / "cache")
+    run(_cfg(tiny_folder, tmp_path / "g", cache=cache, steps=2))
+    assets = tmp_path / "assets"
+    from ppgn_core.export import export
+
+    export(str(tmp_path / "g"), assets=assets)
+    g_sha = json.loads((assets / "model_card.json").read_text())["files"]["generator"]["sha256"]
+    run(_cfg(tiny_folder, tmp_path / "score", kind="hdae", cache=cache, steps=3, dae_arch="score", dae_width=8,
+             dae_depth=1))
+    run(_cfg(tiny_folder, tmp_path / "plain", kind="hdae", cache=cache, steps=2, dae_arch="conv", dae_width=8))
+    assert main(["add-dae", "--score-hdae", str(tmp_path / "plain"), "--assets", str(assets)]) == 2
+    assert main(["add-dae", "--assets", str(assets)]) == 2
+    assert main(["add-dae", "--score-hdae", str(tmp_path / "score"), "--assets", str(assets)]) == 0
+    card = json.loads((assets / "model_card.json").read_text())
+    assert card["files"]["generator"]["sha256"] == g_sha and card["code_score_dae"]["sigma"] is None
+    assert "Noise-conditional code DAE" in (assets / "MODEL_CARD.md").read_text()
+    bundle = load_bundle("default", assets=assets)
+    assert isinstance(bundle.score_dae, NoiseConditionalCodeDAE)
+    s = build_sampler("guided-ppgn-h", bundle, ClassCondition(bundle.classifier, [1, 2]), seed=0)
+    snaps = list(s.run(s.init(2), steps=3))
+    assert snaps[-1].final and torch.isfinite(snaps[-1].image).all()
 
 
 def test_export_cli_writes_a_variant_beside_the_shipped_models(tiny_folder, tmp_path):

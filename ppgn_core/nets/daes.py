@@ -73,11 +73,73 @@ class ConvCodeDAE(nn.Module):
         return {"arch": "conv_code_dae", "code_shape": list(self.code_shape), "width": self.width, "depth": self.depth}
 
 
+class NoiseConditionalCodeDAE(nn.Module):
+    """R_h(h, σ) for every noise level σ at once: a denoiser of a spatial code whose noise level is an
+    input, so that (R(h, σ) − h)/σ² estimates the score of the code density blurred by N(0, σ²)
+    (Song & Ermon 2019; Vincent 2011). σ is in units of the code's own per-element spread.
+
+    The code is standardised by the real codes' per-element ``mean``/``std`` (buffers, saved with the
+    weights), and the network is preconditioned as in Karras et al. 2022 (EDM): with u the
+    standardised code, û = c_skip·u + c_out·F(c_in·u, log σ), c_skip = 1/(1+σ²), c_out = σ/√(1+σ²),
+    c_in = 1/√(1+σ²), so F's input and target have unit variance at every σ. F: a 1×1 convolution
+    to ``width`` channels, ``depth`` residual 3×3 blocks, each modulated by a scale and shift
+    computed from log σ (FiLM), and a 1×1 back."""
+
+    def __init__(self, code_shape: tuple[int, ...], width: int = 256, depth: int = 4,
+                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+        super().__init__()
+        if len(code_shape) != 3:
+            raise ValueError(f"a noise-conditional R_h needs a spatial code (C×s×s), got shape {tuple(code_shape)}")
+        self.code_shape, self.width, self.depth = tuple(code_shape), width, depth
+        self.register_buffer("mean", torch.zeros(code_shape) if mean is None else mean.float().clone())
+        self.register_buffer("std", torch.ones(code_shape) if std is None else std.float().clamp_min(1e-3).clone())
+        self.conv_in = nn.Conv2d(code_shape[0], width, 1)
+        self.blocks = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(depth))
+        self.noise_embed = nn.Sequential(nn.Linear(1, 128), nn.SiLU(), nn.Linear(128, 2 * width * (depth + 1)))
+        self.conv_out = nn.Conv2d(width, code_shape[0], 1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+        self.act = nn.SiLU()
+
+    @staticmethod
+    def preconditioning(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c_skip, c_out, c_in) for noise levels σ (standardised units, data variance 1)."""
+        v = 1 + sigma ** 2
+        return 1 / v, sigma / v.sqrt(), 1 / v.sqrt()
+
+    def denoise_standardised(self, u: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """û from a noisy standardised code u at noise level σ (a tensor of B or a scalar)."""
+        sigma = torch.as_tensor(sigma, dtype=u.dtype, device=u.device).expand(u.shape[0]).view(-1, 1, 1, 1)
+        c_skip, c_out, c_in = self.preconditioning(sigma)
+        film = self.noise_embed(sigma.view(-1, 1).log() / 4).view(u.shape[0], self.depth + 1, 2, self.width, 1, 1)
+        x = self.act(self.conv_in(c_in * u) * (1 + film[:, 0, 0]) + film[:, 0, 1])
+        for i, conv in enumerate(self.blocks, start=1):
+            x = x + self.act(conv(x) * (1 + film[:, i, 0]) + film[:, i, 1])
+        return c_skip * u + c_out * self.conv_out(x)
+
+    def standardise(self, h: torch.Tensor) -> torch.Tensor:
+        return (h - self.mean) / self.std
+
+    def unstandardise(self, u: torch.Tensor) -> torch.Tensor:
+        return self.mean + self.std * u
+
+    def forward(self, h: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """R(h, σ): the denoised code, in the code's own units."""
+        return self.unstandardise(self.denoise_standardised(self.standardise(h), sigma))
+
+    def config(self) -> dict:
+        return {"arch": "noise_conditional_code_dae", "code_shape": list(self.code_shape), "width": self.width,
+                "depth": self.depth}
+
+
 def build_code_dae(config: dict, code_shape: tuple[int, ...]) -> nn.Module:
-    """R_h from its model-card config (``arch`` mlp_code_dae, the default, or conv_code_dae)."""
+    """R_h from its model-card config (``arch`` mlp_code_dae, the default, conv_code_dae, or
+    noise_conditional_code_dae)."""
     arch = config.get("arch", "mlp_code_dae")
     if arch == "conv_code_dae":
         return ConvCodeDAE(code_shape, config["width"], config["depth"])
+    if arch == "noise_conditional_code_dae":
+        return NoiseConditionalCodeDAE(code_shape, config["width"], config["depth"])
     if arch == "mlp_code_dae":
         return MLPCodeDAE(code_shape, tuple(config["hidden"]), config.get("residual", False))
     raise ValueError(f"unknown code DAE architecture {arch!r}")

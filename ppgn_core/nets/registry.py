@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from .classifiers import (ImageClassifier, LiteEncoder, efficientnet_lite_classifier, load_efficientnet_lite,
                           torchvision_classifier)
-from .daes import ConvImageDAE, MLPCodeDAE, build_code_dae
+from .daes import ConvImageDAE, MLPCodeDAE, NoiseConditionalCodeDAE, build_code_dae
 from .generators import Discriminator, build_generator
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
@@ -35,6 +35,7 @@ class ModelBundle:
     encoder: nn.Module | None = None  # E (h1 and h)
     generator: nn.Module | None = None  # G
     code_dae: nn.Module | None = None  # R_h (PPGN-h)
+    score_dae: nn.Module | None = None  # R_h(h, σ) for every noise level (annealed PPGN-h, starts from p(h))
     image_dae: nn.Module | None = None  # R_x (PPGN-x)
     discriminator: nn.Module | None = None  # D, trained beside G (the sampler's realism term)
     code_shape: tuple[int, ...] = ()
@@ -46,7 +47,7 @@ class ModelBundle:
     card: dict = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> "ModelBundle":
-        for name in ("classifier", "encoder", "generator", "code_dae", "image_dae", "discriminator"):
+        for name in ("classifier", "encoder", "generator", "code_dae", "score_dae", "image_dae", "discriminator"):
             m = getattr(self, name)
             if m is not None:
                 m.to(device)
@@ -134,6 +135,10 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu", class
     code_dae = image_dae = None
     if "code_dae" in files:
         code_dae = _load_module(build_code_dae(card["code_dae"]["config"], code_shape), assets, files["code_dae"])
+    score_dae = None
+    if "code_score_dae" in files:
+        score_dae = _load_module(build_code_dae(card["code_score_dae"]["config"], code_shape), assets,
+                                 files["code_score_dae"])
     if "image_dae" in files:
         image_dae = _load_module(ConvImageDAE(card["image_dae"]["config"]["width"]), assets, files["image_dae"])
     discriminator = None
@@ -143,7 +148,8 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu", class
                                      files["discriminator"])
     bundle = ModelBundle(
         name=name, classifier=make_classifier(classifier), encoder=encoder, generator=generator,
-        code_dae=code_dae, image_dae=image_dae, discriminator=discriminator, code_shape=code_shape, code_mean=stats["mean"],
+        code_dae=code_dae, score_dae=score_dae, image_dae=image_dae, discriminator=discriminator, code_shape=code_shape,
+        code_mean=stats["mean"],
         code_std=stats["std"], code_range=tuple(card["code"]["range"]), image_size=g_cfg["out_size"],
         noise=card.get("joint_noise", {"x": 0.0, "h1": 0.0, "h": 0.0}), card=card)
     return bundle.to(device).set_memory_format(torch.channels_last)
@@ -158,13 +164,15 @@ def tiny_bundle(seed: int = 0, size: int = 32, code_channels: int = 16, num_clas
     generator = TinyGenerator(code_channels, size).eval()
     code_shape = (code_channels, size // 8, size // 8)
     code_dae = MLPCodeDAE(code_shape, (64, 32, 16)).eval()
+    score_dae = NoiseConditionalCodeDAE(code_shape, 8, 1).eval()
     image_dae = ConvImageDAE(8).eval()
     discriminator = Discriminator(size, (8, 16, 16)).eval()
-    for m in (generator, code_dae, image_dae, discriminator):
+    for m in (generator, code_dae, score_dae, image_dae, discriminator):
         for p in m.parameters():
             p.requires_grad_(False)
     return ModelBundle(name="tiny", classifier=tiny_classifier(seed, num_classes), encoder=encoder,
-                       generator=generator, code_dae=code_dae, image_dae=image_dae, discriminator=discriminator,
+                       generator=generator, code_dae=code_dae, score_dae=score_dae, image_dae=image_dae,
+                       discriminator=discriminator,
                        code_shape=code_shape,
                        code_mean=0.0, code_std=1.0, code_range=(-4.0, 4.0), image_size=size,
                        noise={"x": 0.01, "h1": 0.05, "h": 0.1})
