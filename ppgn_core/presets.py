@@ -13,7 +13,7 @@ import torch
 
 from .conditions import Condition, InpaintContext, RealismCondition
 from .nets.registry import ModelBundle
-from .priors import AnnealedDAEPrior, DAEPrior, GaussianPrior, ImagePrior, JointPrior, NoPrior, Prior, sample_codes
+from .priors import AnnealedDAEPrior, DAEPrior, GaussianPrior, ImagePrior, JointPrior, NoPrior, Prior
 from .sampler import Control, GuidedDenoisingSampler, Sampler, StepSettings
 from .spaces import CodeSpace, FourierSpace, PixelSpace, Space
 
@@ -37,7 +37,6 @@ class Preset:
     realism: float = 0.0  # weight of log D(real|x) (needs D in the bundle; 0: off)
     p_target: float = 1.0  # a chain whose p(class) under C reached this is satisfied (1: never)
     at_target: str = "prior"  # what a satisfied chain does: "prior" (the prior alone) or "stop"
-    start: str = "random"  # code starts: "random" (Gaussian, real codes' mean/spread) or "prior" (drawn from R_h(h, σ))
     sigma_start: float = 1.0  # "hdae-annealed": R_h's noise level at the first step (standardised code units) …
     sigma_end: float = 0.1  # … and at the last
     sampler: str = "mala"  # "mala": MALA-approx (Eq. 5); "guided": guided denoising of R_h(h, σ) from σ_start to σ_end
@@ -161,14 +160,8 @@ def make_space(preset: Preset, bundle: ModelBundle) -> Space:
     if preset.space == "h":
         if bundle.generator is None:
             raise ValueError(f"preset {preset.name} needs a generator G in the model bundle")
-        start_sampler = None
-        if preset.start == "prior":
-            dae = _score_dae(preset, bundle)
-            start_sampler = lambda n, gen: sample_codes(dae, n, gen)  # noqa: E731
-        elif preset.start != "random":
-            raise ValueError(f"unknown start {preset.start!r}: random or prior")
         return CodeSpace(bundle.generator, bundle.encoder, bundle.code_shape, bundle.code_mean,
-                         bundle.code_std, bundle.code_range, start_sampler=start_sampler)
+                         bundle.code_std, bundle.code_range)
     if preset.space == "x":
         return PixelSpace(bundle.image_size)
     if preset.space == "fourier":

@@ -4,7 +4,6 @@ or a Fourier parameterisation with decorrelated colour (a hand-designed prior, S
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -63,18 +62,14 @@ class CodeSpace(Space):
 
     ``mean``/``std`` describe real codes E(x) (per element or scalars) and give random starts;
     ``clamp_range`` is the range real codes take (the release clamps fc6 codes to [0, 30]).
-    ``start_sampler(batch, gen)``, if given, draws the random starts instead (e.g. codes sampled
-    from a learned p(h)); it must use only ``gen`` for its randomness.
     """
 
     name = "h"
 
     def __init__(self, generator: nn.Module, encoder: nn.Module | None, code_shape: tuple[int, ...],
                  mean: torch.Tensor | float = 0.0, std: torch.Tensor | float = 1.0,
-                 clamp_range: tuple[float, float] | None = None, init_scale: float = 1.0,
-                 start_sampler: Callable[[int, torch.Generator], torch.Tensor] | None = None):
+                 clamp_range: tuple[float, float] | None = None, init_scale: float = 1.0):
         self.generator, self.encoder = generator, encoder
-        self.start_sampler = start_sampler
         self.code_shape = tuple(code_shape)
         self.mean = torch.as_tensor(mean, dtype=torch.float32)
         self.std = torch.as_tensor(std, dtype=torch.float32)
@@ -86,8 +81,6 @@ class CodeSpace(Space):
         return self.generator(z)
 
     def init(self, batch, gen, device):
-        if self.start_sampler is not None:
-            return self.clamp(self.start_sampler(batch, gen).to(device))
         noise = torch.randn(batch, *self.code_shape, generator=gen)
         z = self.mean + self.init_scale * self.std * noise
         return self.clamp(z.to(device))
