@@ -25,19 +25,12 @@ def data_note(data_path: str) -> str:
     return IMAGENET_1K_NOTE if "imagenet-1k" in str(data_path) else IMAGENETTE_NOTE
 
 
-@torch.no_grad()
 def code_stats_of(h: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
-    """Per-element mean and std of the codes (chunked: the cache is a memory map of fp16 codes)."""
-    n = len(h)
-    total = torch.zeros(h.shape[1:], dtype=torch.float64)
-    sq = torch.zeros_like(total)
-    for i in range(0, n, chunk):
-        c = h[i:i + chunk].double()
-        total += c.sum(0)
-        sq += (c * c).sum(0)
-    mean = total / n
-    var = (sq / n - mean * mean).clamp_min(0) * n / max(1, n - 1)
-    return {"mean": mean.float(), "std": var.sqrt().float()}
+    """Per-element mean and (unbiased) std of the codes, as the bundle's code statistics."""
+    from .train import elementwise_statistics
+
+    mean, std = elementwise_statistics(h, chunk, unbiased=True)
+    return {"mean": mean, "std": std}
 
 
 class RunSource(NamedTuple):

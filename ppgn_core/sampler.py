@@ -371,9 +371,13 @@ class GuidedDenoisingSampler(Sampler):
             raise ValueError("guided denoising starts from noise; it cannot start from an image (use a MALA preset)")
         return (torch.randn(batch, *self.dae.code_shape, generator=self.gen) * self.sigma_max).to(device)
 
+    def _code_of(self, d: torch.Tensor) -> torch.Tensor:
+        """G's input for a standardised code: in the code's units, clamped to its range."""
+        return self.space.clamp(self.dae.unstandardise(d))
+
     def denoised_code(self, u: torch.Tensor, sigma: float) -> torch.Tensor:
         """G's input for state u at level σ: R(u, σ) in the code's units, clamped to its range."""
-        return self.space.clamp(self.dae.unstandardise(self.dae.denoise_standardised(u, sigma)))
+        return self._code_of(self.dae.denoise_standardised(u, sigma))
 
     def run(self, z0: torch.Tensor, steps: int, snapshot_every: int = 1) -> Iterator[Snapshot]:
         from .priors import noise_levels
@@ -390,13 +394,12 @@ class GuidedDenoisingSampler(Sampler):
         u, recovered, t = z0.detach().clone(), [], 0
         while t < steps and not self.control.stopped:
             s, sigma = self.control.settings, levels[t]
-            x, out, grad = self._evaluate(u, s, need_grad=True, sigma=sigma)
+            x, out, grad, d = self._evaluate_at_level(u, s, sigma)
             self.schedule.append({"step": t, **asdict(s)})
             if t % snapshot_every == 0:
-                yield Snapshot.at(t, x, self.denoised_code(u, sigma).detach(), out, s, recovered, False)
+                yield Snapshot.at(t, x, self._code_of(d), out, s, recovered, False)
                 recovered = []
             with torch.no_grad():
-                d = self.dae.denoise_standardised(u, sigma)
                 rms = grad.pow(2).flatten(1).mean(1).sqrt().view(-1, *([1] * (u.dim() - 1)))
                 push = torch.where(rms > 0, grad / rms.clamp_min(1e-30), torch.zeros_like(grad))
                 target = d + s.eps2 * sigma * push
@@ -411,9 +414,18 @@ class GuidedDenoisingSampler(Sampler):
             t += 1
         s = self.control.settings
         final_sigma = levels[t] if t < steps else None  # stopped early: still noisy, denoise at its level
-        code = self.space.clamp(self.dae.unstandardise(u)) if final_sigma is None else self.denoised_code(u, final_sigma)
+        code = self._code_of(u) if final_sigma is None else self.denoised_code(u, final_sigma)
         x, out, _ = self.condition_gradient(code, self.image, s, need_grad=False)
         yield Snapshot.at(t, x, code, out, s, recovered, False, final=True)
 
-    def _evaluate(self, u: torch.Tensor, s: StepSettings, need_grad: bool, sigma: float | None = None):
-        return self.condition_gradient(u, lambda uu: self.image(self.denoised_code(uu, sigma)), s, need_grad)
+    def _evaluate_at_level(self, u: torch.Tensor, s: StepSettings, sigma: float):
+        """(x, the condition's output, its gradient wrt u, R(u, σ)): the denoised code is kept from
+        the condition's own pass, not computed again for the step and the snapshot."""
+        denoised: list[torch.Tensor] = []
+
+        def image(uu: torch.Tensor) -> torch.Tensor:
+            denoised.append(self.dae.denoise_standardised(uu, sigma))
+            return self.image(self._code_of(denoised[-1]))
+
+        x, out, grad = self.condition_gradient(u, image, s, need_grad=True)
+        return x, out, grad, denoised[-1].detach()

@@ -589,16 +589,18 @@ def load_compact_checkpoint(path: Path) -> dict:
 DAE_FIELDS = ["step", "minutes", "loss", "loss_noisy_baseline"]
 
 
-def elementwise_statistics(h: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-element mean and standard deviation of codes (a memory map is read in chunks)."""
+@torch.no_grad()
+def elementwise_statistics(h: torch.Tensor, chunk: int = 4096, unbiased: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-element mean and standard deviation of codes (a memory map of fp16 codes is read in chunks)."""
     total = torch.zeros(h.shape[1:], dtype=torch.float64)
     total_sq = torch.zeros_like(total)
     for i in range(0, len(h), chunk):
         c = h[i:i + chunk].double()
         total += c.sum(0)
         total_sq += (c * c).sum(0)
-    mean = total / len(h)
-    var = (total_sq / len(h) - mean * mean).clamp_min(0)
+    n = len(h)
+    mean = total / n
+    var = (total_sq / n - mean * mean).clamp_min(0) * (n / max(1, n - 1) if unbiased else 1)
     return mean.float(), var.sqrt().float()
 
 

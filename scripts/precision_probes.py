@@ -144,10 +144,10 @@ def realstart(bundle, targets) -> dict[str, tuple]:
 
 def load_score_dae(run: str):
     """A noise-conditional R_h from a training run folder (its config.json and checkpoint.pt)."""
-    from ppgn_core.nets.daes import NoiseConditionalCodeDAE
+    from ppgn_core.nets.daes import build_code_dae
 
     cfg = json.loads((Path(run) / "config.json").read_text())["model"]
-    dae = NoiseConditionalCodeDAE(tuple(cfg["code_shape"]), cfg["width"], cfg["depth"])
+    dae = build_code_dae(cfg, tuple(cfg["code_shape"]))
     dae.load_state_dict(torch.load(Path(run) / "checkpoint.pt", map_location="cpu", weights_only=True)["model"])
     return dae.eval()
 
