@@ -26,7 +26,7 @@ def _add_train(sub) -> None:
             p.add_argument(flag, type=int, default=default)
         elif f.name == "max_minutes":
             p.add_argument(flag, type=float, default=default)
-        elif f.name in ("cache", "init_generator", "resume"):
+        elif f.name in ("cache", "init_generator", "init_dae", "resume"):
             p.add_argument(flag, type=str, default=default)
         else:
             p.add_argument(flag, type=type(default), default=default)

@@ -166,13 +166,21 @@ def _add_daes(card: dict, files: dict, previous: dict, assets: Path, hdae_run: s
         rdir = Path(run_dir)
         meta = json.loads((rdir / "config.json").read_text())
         ck = torch.load(rdir / "checkpoint.pt", map_location="cpu", weights_only=True)
-        files[kind] = _save_fp16(ck["model"], assets / f"{kind}.safetensors")
         if kind == "code_score_dae" and meta["model"].get("arch") != "noise_conditional_code_dae":
             raise ValueError(f"{run_dir} is not a noise-conditional R_h (train hdae --dae-arch score)")
+        shipped = card.get(kind) or previous.get(kind)
+        shipped_sha = (files.get(kind) or previous.get("files", {}).get(kind) or {}).get("sha256")
+        files[kind] = _save_fp16(ck["model"], assets / f"{kind}.safetensors")
         card[kind] = {"config": meta["model"], "sigma": meta["sigma"], "steps": int(ck["step"]),
                       "wall_minutes": round(float(ck["minutes"]), 1),
                       "final_losses": _last_row(rdir / "losses.csv"),
                       "parameters": sum(v.numel() for v in ck["model"].values())}
+        if shipped and meta.get("init_dae_sha256") and meta["init_dae_sha256"] == shipped_sha:
+            # the run continued the shipped weights: count the earlier training too
+            before = {"steps": shipped.get("steps_total", shipped["steps"]),
+                      "wall_minutes": shipped.get("minutes_total", shipped["wall_minutes"])}
+            card[kind].update(continued_from=before, steps_total=before["steps"] + card[kind]["steps"],
+                              minutes_total=round(before["wall_minutes"] + card[kind]["wall_minutes"], 1))
 
 
 def add_daes(assets: Path = ASSETS, hdae_run: str | None = None, xdae_run: str | None = None,
@@ -339,7 +347,10 @@ def write_card_markdown(card: dict, path: Path) -> None:
             d = card[key]
             sigma = "every σ (log-uniform, standardised code units)" if d["sigma"] is None else f"σ = {d['sigma']:.4g}"
             lines += [f"**{title}.** {d['config']}, {sigma}, {d['parameters'] / 1e6:.2f} M parameters, "
-                      f"{d['steps']} steps in {d['wall_minutes']} minutes. Final: `{json.dumps(d['final_losses'])}`", ""]
+                      f"{d['steps']} steps in {d['wall_minutes']} minutes"
+                      + (f", continuing {d['continued_from']['steps']} earlier steps ({d['continued_from']['wall_minutes']} "
+                         f"minutes): {d['steps_total']} steps, {d['minutes_total']} minutes in all" if "continued_from" in d else "")
+                      + f". Final: `{json.dumps(d['final_losses'])}`", ""]
     if "discriminator" in card:
         d = card["discriminator"]
         lines += [f"**Discriminator D.** strided convolutions with widths {d['config']['widths']}, "

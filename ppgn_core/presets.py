@@ -40,6 +40,8 @@ class Preset:
     sigma_start: float = 1.0  # "hdae-annealed": R_h's noise level at the first step (standardised code units) …
     sigma_end: float = 0.1  # … and at the last
     sampler: str = "mala"  # "mala": MALA-approx (Eq. 5); "guided": guided denoising of R_h(h, σ) from σ_start to σ_end
+    churn: float = 0.0  # "guided": fresh noise raising σ to σ(1 + churn) before each level (0 = the deterministic ODE)
+    guidance_until: float = 0.0  # "guided": the condition steers only while σ ≥ this
     note: str = ""
 
     def settings(self, **overrides) -> StepSettings:
@@ -65,6 +67,8 @@ class Preset:
         if self.sampler == "guided":
             e1, e3 = "—", "—"
             step = f"one step per noise level σ {self.sigma_start:g} → {self.sigma_end:g}, guidance ε2·σ"
+            step += f" while σ ≥ {self.guidance_until:g}" if self.guidance_until > 0 else ""
+            step += f", churn {self.churn:g}" if self.churn > 0 else ""
         elif self.step_form == "eq5":
             step = "Eq. 5 as written (no step size)"
         else:
@@ -215,7 +219,7 @@ def build_sampler(preset: Preset | str, bundle: ModelBundle, condition: Conditio
         if context is not None:
             raise ValueError(f"preset {p.name} draws codes from noise and cannot inpaint; use a MALA preset")
         return GuidedDenoisingSampler(space, _score_dae(p, bundle), condition, control, p.sigma_start, p.sigma_end,
-                                      seed=seed, realism=realism)
+                                      seed=seed, realism=realism, churn=p.churn, guidance_until=p.guidance_until)
     if p.sampler != "mala":
         raise ValueError(f"unknown sampler {p.sampler!r}: mala or guided")
     max_abs = None

@@ -354,16 +354,25 @@ class GuidedDenoisingSampler(Sampler):
     as in MALA-approx), D' = D + ε2·σ·g/rms(g), and an Euler step of du/dσ = (u − D')/σ. Most of
     each image comes from R_h's own density of codes; the condition only steers it, by at most ε2·σ
     per element at level σ, so late (fine) levels can no longer write the classifier's patterns.
-    Snapshots report the denoised code D (what G draws) as z. ε1 and ε3 are not used."""
+    Snapshots report the denoised code D (what G draws) as z. ε1 and ε3 are not used.
+
+    ``churn`` γ > 0 makes the chain stochastic (Karras et al. 2022, Alg. 2): before each level but
+    the last, fresh noise raises σ to σ(1 + γ), so that R_h can pull a code that drifted off its
+    density back at every level. ``guidance_until``: below this σ the condition no longer steers
+    (no gradient is taken there): the finest levels are R_h's alone."""
 
     def __init__(self, space: Space, dae, condition: Condition, control: Control, sigma_max: float = 10.0,
-                 sigma_min: float = 0.05, seed: int = 0, realism: RealismCondition | None = None):
+                 sigma_min: float = 0.05, seed: int = 0, realism: RealismCondition | None = None,
+                 churn: float = 0.0, guidance_until: float = 0.0):
         from .priors import NoPrior
 
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        if not (0 <= churn <= 1 and guidance_until >= 0):
+            raise ValueError(f"need 0 ≤ churn ≤ 1 and guidance_until ≥ 0, got {churn}, {guidance_until}")
         super().__init__(space, NoPrior(), condition, control, seed=seed, realism=realism)
         self.dae, self.sigma_max, self.sigma_min = dae, float(sigma_max), float(sigma_min)
+        self.churn, self.guidance_until = float(churn), float(guidance_until)
         self.levels: list[float] = []  # the noise level of each step of the last run
 
     def init(self, batch: int, device: torch.device | str = "cpu", start: torch.Tensor | None = None) -> torch.Tensor:
@@ -394,7 +403,11 @@ class GuidedDenoisingSampler(Sampler):
         u, recovered, t = z0.detach().clone(), [], 0
         while t < steps and not self.control.stopped:
             s, sigma = self.control.settings, levels[t]
-            x, out, grad, d = self._evaluate_at_level(u, s, sigma)
+            if self.churn > 0 and t + 1 < steps:
+                raised = sigma * (1 + self.churn)
+                u = u + (raised ** 2 - sigma ** 2) ** 0.5 * torch.randn(u.shape, generator=self.gen).to(u.device)
+                sigma = raised
+            x, out, grad, d = self._evaluate_at_level(u, s, sigma, guide=sigma >= self.guidance_until)
             self.schedule.append({"step": t, **asdict(s)})
             if t % snapshot_every == 0:
                 yield Snapshot.at(t, x, self._code_of(d), out, s, recovered, False)
@@ -418,14 +431,15 @@ class GuidedDenoisingSampler(Sampler):
         x, out, _ = self.condition_gradient(code, self.image, s, need_grad=False)
         yield Snapshot.at(t, x, code, out, s, recovered, False, final=True)
 
-    def _evaluate_at_level(self, u: torch.Tensor, s: StepSettings, sigma: float):
-        """(x, the condition's output, its gradient wrt u, R(u, σ)): the denoised code is kept from
-        the condition's own pass, not computed again for the step and the snapshot."""
+    def _evaluate_at_level(self, u: torch.Tensor, s: StepSettings, sigma: float, guide: bool = True):
+        """(x, the condition's output, its gradient wrt u (zeros when not ``guide``), R(u, σ)): the
+        denoised code is kept from the condition's own pass, not computed again for the step and
+        the snapshot."""
         denoised: list[torch.Tensor] = []
 
         def image(uu: torch.Tensor) -> torch.Tensor:
             denoised.append(self.dae.denoise_standardised(uu, sigma))
             return self.image(self._code_of(denoised[-1]))
 
-        x, out, grad = self.condition_gradient(u, image, s, need_grad=True)
-        return x, out, grad, denoised[-1].detach()
+        x, out, grad = self.condition_gradient(u, image, s, need_grad=guide)
+        return x, out, (grad if guide else torch.zeros_like(u)), denoised[-1].detach()

@@ -97,6 +97,7 @@ class TrainConfig:
     device: str = "cpu"
     cache: str | None = None  # folder for cached codes (default: <out>/cache)
     init_generator: str | None = None  # start G from these safetensors weights (e.g. assets/generator.safetensors)
+    init_dae: str | None = None  # start R_h / R_x from these weights (e.g. assets/code_score_dae.safetensors)
     resume: str | None = None  # compact fp16 checkpoint (safetensors) to continue from and keep updated
     images_before: int | None = None  # images seen before a compact checkpoint that does not count them
     resume_ramp: int = 200  # steps of linear lr ramp after a compact resume (Adam's state is not kept)
@@ -653,6 +654,11 @@ def train_dae(cfg: TrainConfig) -> dict:
         stats = {}
         sigma = cfg.dae_sigma
         model = ConvImageDAE(cfg.xdae_width).to(device)
+    if cfg.init_dae:
+        from .nets.registry import load_safetensors_checked
+
+        weights = load_safetensors_checked(Path(cfg.init_dae), None)
+        model.load_state_dict({k: v.float() for k, v in weights.items()})
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, minutes_before = 0, 0.0
     ckpt_path = out / "checkpoint.pt"
@@ -661,8 +667,13 @@ def train_dae(cfg: TrainConfig) -> dict:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step, minutes_before = int(ck["step"]), float(ck["minutes"])
+    init = {}
+    if cfg.init_dae:
+        from .nets.registry import sha256_of
+
+        init = {"init_dae_sha256": sha256_of(Path(cfg.init_dae))}  # the export's lineage check
     (out / "config.json").write_text(json.dumps({"config": asdict(cfg), "sigma": sigma, "stats": stats,
-                                                 "model": model.config()}, indent=2))
+                                                 "model": model.config(), **init}, indent=2))
     log = CsvLog(out / "losses.csv", DAE_FIELDS)
     t0 = time.time()
     last: dict = {}

@@ -6,7 +6,8 @@ python scripts/precision_probes.py polish OUT.json      # post-chain variants of
 python scripts/precision_probes.py precondition OUT.json [--power 1]
 python scripts/precision_probes.py realstart OUT.json   # chains start from real photos' codes
 python scripts/precision_probes.py score OUT.json --score-dae runs/NAME [--variant start|anneal ...]
-python scripts/precision_probes.py guided OUT.json --score-dae runs/NAME --guidance W [--levels 60]
+python scripts/precision_probes.py guided OUT.json --score-dae runs/NAME|assets --guidance W [--levels 60]
+        [--churn G] [--guidance-until S]
 
 ``polish``: run the default preset, then judge the final codes and, from them, h ← clamp(R_h(h))
 1/3/10/30 times, h ← E(G(h)) once and twice, and h pulled toward the code mean (0.8, 0.6).
@@ -25,7 +26,9 @@ default random start.
 Nichol 2021, with the class read on the denoised code's image as in Chung et al. 2023): at each of
 ``--levels`` noise levels σ, D = R(u, σ), the condition's gradient g = ∂log p(c|G(D))/∂u (over the
 robust views), D' = D + W·σ·g/rms(g), and an Euler step of du/dσ = (u − D')/σ; judged on G(D) at
-levels 0, 20, 40 and at the end (σ_min's denoised code).
+levels 0, 20, 40 and at the end (σ_min's denoised code). ``--churn`` re-noises each level (σ → σ(1 + G),
+Karras et al. 2022); ``--guidance-until`` leaves the levels below σ = S to R_h alone; ``--score-dae
+assets`` uses the shipped R_h(h, σ).
 """
 
 import argparse
@@ -143,9 +146,12 @@ def realstart(bundle, targets) -> dict[str, tuple]:
 
 
 def load_score_dae(run: str):
-    """A noise-conditional R_h from a training run folder (its config.json and checkpoint.pt)."""
+    """A noise-conditional R_h from a training run folder (its config.json and checkpoint.pt), or the
+    shipped one for ``assets``."""
     from ppgn_core.nets.daes import build_code_dae
 
+    if run == "assets":
+        return load_bundle().score_dae
     cfg = json.loads((Path(run) / "config.json").read_text())["model"]
     dae = build_code_dae(cfg, tuple(cfg["code_shape"]))
     dae.load_state_dict(torch.load(Path(run) / "checkpoint.pt", map_location="cpu", weights_only=True)["model"])
@@ -172,7 +178,8 @@ def score(bundle, targets, args) -> dict[str, tuple]:
 def guided(bundle, targets, args) -> dict[str, tuple]:
     """The shipped guided-ppgn-h sampler with a run's noise-conditional R_h and guidance ``W``."""
     bundle.score_dae = load_score_dae(args.score_dae)
-    preset = replace(get_preset("guided-ppgn-h"), sigma_start=args.sigma_max, sigma_end=args.sigma_min)
+    preset = replace(get_preset("guided-ppgn-h"), sigma_start=args.sigma_max, sigma_end=args.sigma_min,
+                     churn=args.churn, guidance_until=args.guidance_until)
     snaps = chains(bundle, targets, every=20, preset=preset, steps=args.levels, eps2=args.guidance,
                    robust_k=args.robust_k)
     return {("end" if t == args.levels else f"level {t}"): (torch.cat([s.image for s in sn]),
@@ -196,6 +203,8 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=0.5)
     ap.add_argument("--levels", type=int, default=60)
     ap.add_argument("--robust-k", type=int, default=2)
+    ap.add_argument("--churn", type=float, default=0.0, help="guided: noise raising σ to σ(1 + churn) per level")
+    ap.add_argument("--guidance-until", type=float, default=0.0, help="guided: the condition steers only while σ ≥ this")
     args = ap.parse_args()
     bundle, judge = load_bundle(), Judge()
     reference = real_reference(judge)
@@ -224,7 +233,8 @@ def main() -> None:
                 + (f" anneal σ{args.sigma_start:g}→{args.sigma_end:g} ε1 {args.eps1:g}" if "anneal" in args.variant else ""))
     elif args.probe == "guided":
         name = (f"guided W{args.guidance:g} {args.levels} levels σ{args.sigma_max:g}→{args.sigma_min:g} "
-                f"K{args.robust_k} ({args.score_dae})")
+                f"K{args.robust_k}" + (f" churn {args.churn:g}" if args.churn else "")
+                + (f" guidance σ≥{args.guidance_until:g}" if args.guidance_until else "") + f" ({args.score_dae})")
     report[name] = {"args": {k: v for k, v in vars(args).items() if k != "out"}, "seconds": round(time.time() - t0, 1),
                     "rows": rows}
     out.write_text(json.dumps(report, indent=1))

@@ -383,6 +383,33 @@ def test_codes_sampled_from_a_score_dae_follow_the_code_distribution():
     assert all(a > b for a, b in zip(levels, levels[1:]))
 
 
+def test_guided_denoising_churn_is_seeded_and_guidance_can_stop_at_a_noise_level(tiny):
+    """churn re-noises each level from the chain's own generator: the same seed gives the same
+    images, and they differ from the deterministic ODE's. With guidance_until above σ_max the
+    condition never steers: the run is exactly the unguided one (ε2 = 0)."""
+    from dataclasses import replace
+
+    from ppgn_core.presets import get_preset
+
+    targets = [3, 17, 500, 999]
+    base = get_preset("guided-ppgn-h")
+
+    def final(preset, **overrides):
+        s = build_sampler(preset, tiny, ClassCondition(tiny.classifier, targets), seed=5, **overrides)
+        return list(s.run(s.init(4), steps=6))[-1]
+
+    churned, again, ode = final(replace(base, churn=0.4)), final(replace(base, churn=0.4)), final(base)
+    assert torch.equal(churned.image, again.image) and not torch.equal(churned.image, ode.image)
+    assert torch.isfinite(churned.z).all() and churned.z.min() >= tiny.code_range[0]
+    unguided = final(base, eps2=0.0)
+    never = final(replace(base, guidance_until=base.sigma_start * 2))
+    assert torch.equal(never.image, unguided.image) and not torch.equal(ode.image, unguided.image)
+    coarse = final(replace(base, guidance_until=1.0))
+    assert not torch.equal(coarse.image, unguided.image) and not torch.equal(coarse.image, ode.image)
+    with pytest.raises(ValueError, match="churn"):
+        build_sampler(replace(base, churn=-0.1), tiny, ClassCondition(tiny.classifier, 1))
+
+
 def test_guided_denoising_steers_toward_the_class_and_reports_codes_in_range(tiny):
     """Same noise, same R_h: with guidance (ε2 > 0) the final images are more the class than without;
     the chain's steps are its noise levels; the reported z are denoised codes within the code range."""

@@ -263,6 +263,30 @@ def test_a_noise_conditional_code_dae_joins_an_exported_bundle_and_the_guided_pr
     assert snaps[-1].final and torch.isfinite(snaps[-1].image).all()
 
 
+def test_a_score_dae_run_continues_the_shipped_weights_and_the_card_counts_both(tiny_folder, tmp_path):
+    """`train hdae --init-dae assets/code_score_dae.safetensors` starts from the shipped R_h(h, σ)
+    (its first loss is the shipped model's, not a fresh one's); add-dae then records the earlier
+    steps and minutes beside the new ones. A run from scratch claims no lineage."""
+    from ppgn_core.export import add_daes, export
+
+    cache = str(tmp_path / "cache")
+    run(_cfg(tiny_folder, tmp_path / "g", cache=cache, steps=2))
+    assets = tmp_path / "assets"
+    export(str(tmp_path / "g"), assets=assets)
+    score = dict(kind="hdae", cache=cache, dae_arch="score", dae_width=8, dae_depth=1, lr=1e-2, log_every=1)
+    run(_cfg(tiny_folder, tmp_path / "s1", steps=30, **score))
+    add_daes(assets, score_hdae_run=str(tmp_path / "s1"))
+    shipped = json.loads((assets / "model_card.json").read_text())["code_score_dae"]
+    assert shipped["steps"] == 30 and "continued_from" not in shipped
+    run(_cfg(tiny_folder, tmp_path / "s2", steps=4, init_dae=str(assets / "code_score_dae.safetensors"), **score))
+    run(_cfg(tiny_folder, tmp_path / "fresh", steps=4, **score))
+    first = {n: float((tmp_path / n / "losses.csv").read_text().splitlines()[1].split(",")[2]) for n in ("s2", "fresh")}
+    assert first["s2"] < first["fresh"], first
+    card = add_daes(assets, score_hdae_run=str(tmp_path / "s2"))["code_score_dae"]
+    assert card["steps"] == 4 and card["continued_from"]["steps"] == 30 and card["steps_total"] == 34
+    assert "34 steps" in (assets / "MODEL_CARD.md").read_text()
+
+
 def test_export_cli_writes_a_variant_beside_the_shipped_models(tiny_folder, tmp_path):
     """`export --assets DIR` (a design-search variant) writes a loadable models folder there and
     leaves the shipped assets/ untouched."""
