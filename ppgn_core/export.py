@@ -178,9 +178,9 @@ def _add_daes(card: dict, files: dict, previous: dict, assets: Path, hdae_run: s
         if shipped and meta.get("init_dae_sha256") and meta["init_dae_sha256"] == shipped_sha:
             # the run continued the shipped weights: count the earlier training too
             before = {"steps": shipped.get("steps_total", shipped["steps"]),
-                      "wall_minutes": shipped.get("minutes_total", shipped["wall_minutes"])}
+                      "wall_minutes": shipped.get("wall_minutes_total", shipped["wall_minutes"])}
             card[kind].update(continued_from=before, steps_total=before["steps"] + card[kind]["steps"],
-                              minutes_total=round(before["wall_minutes"] + card[kind]["wall_minutes"], 1))
+                              wall_minutes_total=round(before["wall_minutes"] + card[kind]["wall_minutes"], 1))
 
 
 def add_daes(assets: Path = ASSETS, hdae_run: str | None = None, xdae_run: str | None = None,
@@ -349,7 +349,7 @@ def write_card_markdown(card: dict, path: Path) -> None:
             lines += [f"**{title}.** {d['config']}, {sigma}, {d['parameters'] / 1e6:.2f} M parameters, "
                       f"{d['steps']} steps in {d['wall_minutes']} minutes"
                       + (f", continuing {d['continued_from']['steps']} earlier steps ({d['continued_from']['wall_minutes']} "
-                         f"minutes): {d['steps_total']} steps, {d['minutes_total']} minutes in all" if "continued_from" in d else "")
+                         f"minutes): {d['steps_total']} steps, {d['wall_minutes_total']} minutes in all" if "continued_from" in d else "")
                       + f". Final: `{json.dumps(d['final_losses'])}`", ""]
     if "discriminator" in card:
         d = card["discriminator"]

@@ -654,10 +654,12 @@ def train_dae(cfg: TrainConfig) -> dict:
         stats = {}
         sigma = cfg.dae_sigma
         model = ConvImageDAE(cfg.xdae_width).to(device)
+    init = {}
     if cfg.init_dae:
-        from .nets.registry import load_safetensors_checked
+        from .nets.registry import load_safetensors_checked, sha256_of
 
-        weights = load_safetensors_checked(Path(cfg.init_dae), None)
+        init = {"init_dae_sha256": sha256_of(Path(cfg.init_dae))}  # the export's lineage check
+        weights = load_safetensors_checked(Path(cfg.init_dae), init["init_dae_sha256"])
         model.load_state_dict({k: v.float() for k, v in weights.items()})
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, minutes_before = 0, 0.0
@@ -667,11 +669,6 @@ def train_dae(cfg: TrainConfig) -> dict:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step, minutes_before = int(ck["step"]), float(ck["minutes"])
-    init = {}
-    if cfg.init_dae:
-        from .nets.registry import sha256_of
-
-        init = {"init_dae_sha256": sha256_of(Path(cfg.init_dae))}  # the export's lineage check
     (out / "config.json").write_text(json.dumps({"config": asdict(cfg), "sigma": sigma, "stats": stats,
                                                  "model": model.config(), **init}, indent=2))
     log = CsvLog(out / "losses.csv", DAE_FIELDS)
