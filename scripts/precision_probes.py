@@ -145,13 +145,13 @@ def realstart(bundle, targets) -> dict[str, tuple]:
             for t, sn in snaps.items()}
 
 
-def load_score_dae(run: str):
+def load_score_dae(bundle, run: str):
     """A noise-conditional R_h from a training run folder (its config.json and checkpoint.pt), or the
-    shipped one for ``assets``."""
+    bundle's own for ``assets``."""
     from ppgn_core.nets.daes import build_code_dae
 
     if run == "assets":
-        return load_bundle().score_dae
+        return bundle.score_dae
     cfg = json.loads((Path(run) / "config.json").read_text())["model"]
     dae = build_code_dae(cfg, tuple(cfg["code_shape"]))
     dae.load_state_dict(torch.load(Path(run) / "checkpoint.pt", map_location="cpu", weights_only=True)["model"])
@@ -161,7 +161,7 @@ def load_score_dae(run: str):
 def score(bundle, targets, args) -> dict[str, tuple]:
     from ppgn_core.priors import AnnealedDAEPrior, sample_codes
 
-    dae = load_score_dae(args.score_dae)
+    dae = load_score_dae(bundle, args.score_dae)
     space = make_space(get_preset(PRESET), bundle)
     starts = None
     if args.variant != "gauss-anneal":
@@ -177,7 +177,7 @@ def score(bundle, targets, args) -> dict[str, tuple]:
 
 def guided(bundle, targets, args) -> dict[str, tuple]:
     """The shipped guided-ppgn-h sampler with a run's noise-conditional R_h and guidance ``W``."""
-    bundle.score_dae = load_score_dae(args.score_dae)
+    bundle.score_dae = load_score_dae(bundle, args.score_dae)
     preset = replace(get_preset("guided-ppgn-h"), sigma_start=args.sigma_max, sigma_end=args.sigma_min,
                      churn=args.churn, guidance_until=args.guidance_until)
     snaps = chains(bundle, targets, every=20, preset=preset, steps=args.levels, eps2=args.guidance,
