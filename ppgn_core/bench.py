@@ -7,10 +7,12 @@ import json
 import platform
 import statistics
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from . import conditions
 from .conditions import ClassCondition
 from .nets.registry import ModelBundle
 from .presets import DEFAULT_PRESET, PRESETS, build_sampler
@@ -77,6 +79,30 @@ def time_floor(bundle: ModelBundle, chains: int, repeats: int, device: str) -> d
     return out
 
 
+def _unfolded_lite_nets(bundle: ModelBundle) -> dict:
+    """C's and E's EfficientNet-Lite with their batch norms (as loaded before folding), channels-last."""
+    from .nets.classifiers import EfficientNetLite, load_efficientnet_lite
+
+    nets = {}
+    for role in ("classifier", "encoder"):
+        net = getattr(bundle, role).net
+        if isinstance(net, EfficientNetLite) and net.variant is not None:
+            nets[role] = load_efficientnet_lite(net.variant, fold=False).to(memory_format=torch.channels_last)
+    return nets
+
+
+@contextmanager
+def _swapped_nets(bundle: ModelBundle, nets: dict):
+    old = {role: getattr(bundle, role).net for role in nets}
+    try:
+        for role, net in nets.items():
+            getattr(bundle, role).net = net
+        yield
+    finally:
+        for role, net in old.items():
+            getattr(bundle, role).net = net
+
+
 def speedups(bundle: ModelBundle, preset: str = "noiseless-joint-ppgn-h", chains_list: tuple[int, ...] = (1, 8),
              steps: int = 5, repeats: int = 5, device: str = "cpu") -> dict:
     """Before/after of the sampler's speed work, measured in one run on the same models:
@@ -86,10 +112,15 @@ def speedups(bundle: ModelBundle, preset: str = "noiseless-joint-ppgn-h", chains
     * ``reuse_image``: the prior reuses the image of the condition pass;
     * ``reuse_image+channels_last``: and the networks' weights in channels-last layout (the
       engine's default since this measurement: ``load_bundle`` sets it);
-    * ``threads_1``: the default step on one thread (how much the second core gives).
+    * ``threads_1``: the default step on one thread (how much the second core gives);
+    * ``batch_norm_unfolded``: C and E as loaded before their batch norms were folded into the
+      convolutions (``EfficientNetLite.fold_for_inference``, the engine's default since);
+    * ``robust_views_one_by_one``: the robust condition's views through C one pass each instead of
+      stacked into one pass (``conditions.ROBUST_ONE_PASS_MAX_IMAGES``, the default since).
     """
     out: dict = {"preset": preset}
     threads = torch.get_num_threads()
+    unfolded = _unfolded_lite_nets(bundle)
     for chains in chains_list:
         bundle.set_memory_format(torch.contiguous_format)
         try:
@@ -104,6 +135,14 @@ def speedups(bundle: ModelBundle, preset: str = "noiseless-joint-ppgn-h", chains
                 row["threads_1"] = time_steps(bundle, preset, chains, steps, repeats, device)
             finally:
                 torch.set_num_threads(threads)
+        with _swapped_nets(bundle, unfolded):
+            row["batch_norm_unfolded"] = time_steps(bundle, preset, chains, steps, repeats, device)
+        one_pass = conditions.ROBUST_ONE_PASS_MAX_IMAGES
+        conditions.ROBUST_ONE_PASS_MAX_IMAGES = 0
+        try:
+            row["robust_views_one_by_one"] = time_steps(bundle, preset, chains, steps, repeats, device)
+        finally:
+            conditions.ROBUST_ONE_PASS_MAX_IMAGES = one_pass
         base = row["recompute_image"]["median_ms"]
         row["speedup_vs_recompute"] = {k: round(base / v["median_ms"], 2) for k, v in row.items()
                                        if isinstance(v, dict) and "median_ms" in v}

@@ -57,8 +57,12 @@ class ClassCondition(Condition):
         self.label = f"class {cls.tolist() if cls.numel() > 1 else int(cls)}"
 
     def _targets(self, logits: torch.Tensor) -> torch.Tensor:
-        cls = self.classes.to(logits.device)
-        return cls.expand(logits.shape[0]) if cls.numel() == 1 else cls
+        cls, rows = self.classes.to(logits.device), logits.shape[0]
+        if cls.numel() == 1:
+            return cls.expand(rows)
+        if rows % cls.numel():
+            raise ValueError(f"{cls.numel()} per-chain classes for {rows} images")
+        return cls.repeat(rows // cls.numel())  # stacked views of the same chains (evaluate_robust)
 
     def value(self, logits, acts):
         idx = self._targets(logits).view(-1, 1)
@@ -205,13 +209,32 @@ def random_views(x: torch.Tensor, k: int, gen: torch.Generator, blur_sigma: floa
     return views
 
 
+# One Lite0 forward/backward pass over stacked views against one pass per view (2 cores, 128-px
+# images, median of 7): 2 images 136 vs 153 ms, 4: 229 vs 239, 8: 474 vs 492, 16: 1083 vs 1002.
+ROBUST_ONE_PASS_MAX_IMAGES = 8
+
+
 def evaluate_robust(condition: Condition, x: torch.Tensor, k: int, gen: torch.Generator,
                     blur_sigma: float = 0.0) -> ConditionOutput:
     """The condition averaged over ``k`` random views of x ("expectation over transformation",
     Athalye et al. 2018; Lucid's transformation robustness): its gradient asks for what a
     classifier sees in every view, not for pixel-exact patterns that only one view keeps.
-    p(class) and the objective are the views' means."""
-    outs = [evaluate(condition, v) for v in random_views(x, k, gen, blur_sigma)]
+    p(class) and the objective are the views' means. Views of up to ``ROBUST_ONE_PASS_MAX_IMAGES``
+    images in all go through the classifier as one batch, larger ones view by view (the faster
+    way for each on the 2-core CPU, measured with Lite0)."""
+    views = random_views(x, k, gen, blur_sigma)
+    if 1 < k and k * x.shape[0] <= ROBUST_ONE_PASS_MAX_IMAGES:
+        out, b = evaluate(condition, torch.cat(views)), x.shape[0]
+
+        def view(i: int) -> ConditionOutput:  # the i-th view's rows of the one pass
+            rows = slice(i * b, (i + 1) * b)
+            return ConditionOutput(out.objective[rows], [v[rows] for v in out.values],
+                                   None if out.p_class is None else out.p_class[rows],
+                                   None if out.logits is None else out.logits[rows])
+
+        outs = [view(i) for i in range(k)]
+    else:
+        outs = [evaluate(condition, v) for v in views]
     mean = lambda ts: torch.stack(ts).mean(0)  # noqa: E731
     p = None if outs[0].p_class is None else mean([o.p_class for o in outs])
     return ConditionOutput(mean([o.objective for o in outs]),

@@ -141,6 +141,28 @@ def test_robust_condition_averages_the_views(tiny):
     assert out.p_class.shape == (2,)
 
 
+def test_robust_views_in_one_pass_match_view_by_view(tiny, monkeypatch):
+    """k·B ≤ ROBUST_ONE_PASS_MAX_IMAGES stacks the views into one classifier pass: per-chain
+    classes follow their chains, and objective, p(class), logits and gradient match one pass per view."""
+    import ppgn_core.conditions as conditions
+
+    cond = ClassCondition(tiny.classifier, [3, 5])
+    x0 = torch.rand(2, 3, tiny.image_size, tiny.image_size, generator=torch.Generator().manual_seed(0))
+
+    def robust(limit):
+        monkeypatch.setattr(conditions, "ROBUST_ONE_PASS_MAX_IMAGES", limit)
+        x = x0.clone().requires_grad_(True)
+        out = evaluate_robust(cond, x, 3, torch.Generator().manual_seed(4))
+        return out, torch.autograd.grad(out.objective.sum(), x)[0]
+
+    (one, g_one), (each, g_each) = robust(8), robust(0)
+    for a, b in ((one.objective, each.objective), (one.p_class, each.p_class), (one.logits, each.logits)):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(g_one, g_each, atol=1e-6) and g_one.abs().sum() > 0
+    with pytest.raises(ValueError, match="per-chain classes"):
+        evaluate(ClassCondition(tiny.classifier, [3, 5]), torch.cat([x0, x0[:1]]))
+
+
 def test_sampler_with_robust_condition_raises_the_condition_and_is_seeded(tiny):
     cond = ClassCondition(tiny.classifier, [3, 17])
 

