@@ -167,7 +167,8 @@ def run_bench(bundle: ModelBundle, device: str = "cpu", presets: list[str] | Non
     presets = presets or list(PRESETS)
     result: dict = {"device": device, "cpu": platform.processor() or platform.machine(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "condition_network": bundle.classifier.name, "image_size": bundle.image_size,
+                    "condition_network": bundle.classifier.name, "condition_input_size": bundle.classifier.input_size,
+                    "image_size": bundle.image_size,
                     "ms_per_step": {}, "floor": {}}
     for chains in chains_list:
         result["floor"][str(chains)] = time_floor(bundle, chains, repeats, device)
@@ -261,13 +262,15 @@ def bench_app(bundle: str = "default", repeats: int = 3, out: Path | None = Path
             proc.terminate()
             proc.wait(timeout=30)
     engine = load_bundle(bundle) if bundle == "default" else load_bundle("tiny")
-    engine_ms = {str(n): time_steps(engine, "noiseless-joint-ppgn-h", n, 5, 3, "cpu", lr=0.02, lr_end=0.02)["median_ms"]
+    # the engine with the app runs' own settings: step 0.02, robust condition off (the runs above send K = 0)
+    engine_ms = {str(n): time_steps(engine, "noiseless-joint-ppgn-h", n, 5, 3, "cpu", lr=0.02, lr_end=0.02,
+                                    robust_k=0)["median_ms"]
                  for n in chains_list}
     res = {"bundle": bundle, "sample_ms_per_step": {"app": app_ms, "engine": engine_ms,
                                                     "note": f"{steps} steps of noiseless-joint-ppgn-h; app: from the "
                                                             "first to the last streamed update through gradio_client "
                                                             "(sampling, streaming and PNG encoding together); "
-                                                            "engine: sampler alone (bench.time_steps)"},
+                                                            "engine: sampler alone (bench.time_steps), same settings (robust condition off)"},
            "ready_s": {"median": round(statistics.median(ready), 2), "min": round(min(ready), 2),
                                          "max": round(max(ready), 2), "n": len(ready)},
            "first_image_s": {"median": round(statistics.median(first), 2), "min": round(min(first), 2),

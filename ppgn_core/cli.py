@@ -64,6 +64,22 @@ def _add_condition_options(p) -> None:
                         "where it is until p falls below again (default: the preset's)")
 
 
+def _add_condition_size(p) -> None:
+    p.add_argument("--condition-size", type=int, default=None,
+                   help="the side (px) C sees the images at (default: its own, 224 for Lite0); a probe on "
+                        "held-out classes found 160 px far worse for the default preset (README)")
+
+
+def set_condition_size(bundle, size: int | None) -> None:
+    """Make C see images resized to ``size`` px (None: leave it as it is). A clear error for a side
+    no classifier here can use."""
+    if size is None:
+        return
+    if not 32 <= size <= 1024:
+        raise ValueError(f"--condition-size must be between 32 and 1024 px, got {size}")
+    bundle.classifier.input_size = int(size)
+
+
 def _condition_overrides(args) -> dict:
     return {k: v for k, v in (("robust_k", args.robust_k), ("robust_blur", args.robust_blur),
                               ("realism", args.realism), ("p_target", args.p_target),
@@ -91,6 +107,7 @@ def _add_common(p) -> None:
                    help="default (shipped models), paper (the release's networks, see --weights) or tiny (random)")
     p.add_argument("--weights", default=None, help="folder of converted paper weights (--bundle paper)")
     p.add_argument("--classifier", default="lite0", help="condition network C: lite0, lite1, lite2 or a torchvision name")
+    _add_condition_size(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", default="default")
     p.add_argument("--classifier", default="lite0")
     p.add_argument("--weights", default=None)
+    _add_condition_size(p)
     p = sub.add_parser("export", help="write trained runs to assets/ (fp16 safetensors + model card)")
     p.add_argument("--generator", required=True)
     p.add_argument("--hdae", default=None)
@@ -173,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", default="default")
     p.add_argument("--classifier", default="lite0")
     p.add_argument("--weights", default=None)
+    _add_condition_size(p)
     p.add_argument("--out", default="reports/bench.json")
     p = sub.add_parser("convert-caffe", help="convert a Caffe .caffemodel (the paper's release) to safetensors")
     p.add_argument("--caffemodel", required=True)
@@ -187,16 +206,18 @@ def _load(args):
 
     device = args.device or _default_device()
     if args.bundle == "tiny":
-        return tiny_bundle().to(device), device
-    if args.bundle == "paper":
+        bundle = tiny_bundle().to(device)
+    elif args.bundle == "paper":
         from .nets.caffe import load_paper_bundle
 
         if not args.weights:
             raise ValueError("--bundle paper needs --weights DIR with generator.safetensors and caffenet.safetensors")
-        return load_paper_bundle(args.weights, device), device
-    bundle = load_bundle(args.bundle, device)
-    if args.classifier != "lite0":
-        bundle.classifier = make_classifier(args.classifier).to(device)
+        bundle = load_paper_bundle(args.weights, device)
+    else:
+        bundle = load_bundle(args.bundle, device)
+        if args.classifier != "lite0":
+            bundle.classifier = make_classifier(args.classifier).to(device)
+    set_condition_size(bundle, getattr(args, "condition_size", None))
     return bundle, device
 
 
@@ -235,6 +256,7 @@ def _run_sample(args) -> int:
     start = load_image(args.start_image, bundle.image_size).to(device) if args.start_image else None
     with torch.inference_mode(False):
         snaps, record = run_sample(bundle, req, start, device, progress=True)
+    record["condition_input_size"] = bundle.classifier.input_size
     _write_outputs(args.out, snaps, record, len(snaps))
     for c in record["chains"]:
         vals = ", ".join(f"{k}={v:.4g}" for k, v in c.items() if k != "chain")

@@ -359,7 +359,8 @@ def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[i
     judge = Judge(device=device)
     names = imagenet_categories()
     snapshot_every = snapshot_every or max(1, steps // 6)
-    report: dict = {"condition": bundle.classifier.name, "judge": judge.classifier.name, "classes": [names[c] for c in classes],
+    report: dict = {"condition": bundle.classifier.name, "condition_input_size": bundle.classifier.input_size,
+                    "judge": judge.classifier.name, "classes": [names[c] for c in classes],
                     "chains_per_class": chains, "steps": steps, "seed": seed, "snapshot_every": snapshot_every,
                     "batch": batch,
                     "presets": {}}
@@ -397,11 +398,21 @@ def evaluate(bundle: ModelBundle, out: Path, presets: list[str], classes: list[i
 SAME_PROTOCOL = ("condition", "judge", "classes", "chains_per_class", "steps", "seed", "batch")
 
 
+def protocol_differences(a: dict, b: dict) -> list[str]:
+    """The keys of ``SAME_PROTOCOL`` on which two evaluation reports differ, and the side C saw the
+    images at where both reports record it (runs from before it was recorded saw C's own side)."""
+    diff = [k for k in SAME_PROTOCOL if a.get(k) != b.get(k)]
+    sides = a.get("condition_input_size"), b.get("condition_input_size")
+    if None not in sides and sides[0] != sides[1]:
+        diff.append("condition_input_size")
+    return diff
+
+
 def merge_reports(base: dict, other: dict, source: str) -> dict:
     """Add ``other``'s presets that ``base`` lacks, each marked with ``source`` (the run it came from).
     Refused unless both runs used the same classes, chains, steps, seeds and networks, so every
     row of the merged table was sampled from the same starting points and judged alike."""
-    diff = [k for k in SAME_PROTOCOL if base.get(k) != other.get(k)]
+    diff = protocol_differences(base, other)
     if diff:
         raise ValueError(f"the runs differ in {', '.join(diff)}; their rows are not comparable")
     merged = dict(base, presets=dict(base["presets"]))
@@ -447,7 +458,8 @@ def _transform_rows(report: dict) -> list[str]:
 
 def write_markdown(report: dict, path: Path) -> None:
     rv = report["real_val"]
-    lines = [f"# Evaluation: C = {report['condition']}, judge = {report['judge']}", "",
+    c_side = f" at {report['condition_input_size']} px" if report.get("condition_input_size") else ""
+    lines = [f"# Evaluation: C = {report['condition']}{c_side}, judge = {report['judge']}", "",
              f"{len(report['classes'])} classes × {report['chains_per_class']} chains × {report['steps']} steps, "
              f"seed {report['seed']}; took {report.get('minutes', '?')} min.", "",
              f"Headline: **robust top-1** = the judge's top-1 after 2× down-and-up sampling ({HEADLINE}); precision "

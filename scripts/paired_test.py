@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ppgn_core.evaluate import SAME_PROTOCOL  # noqa: E402
+from ppgn_core.evaluate import protocol_differences  # noqa: E402
 
 
 def sign_test(only_a: int, only_b: int) -> float:
@@ -53,7 +53,7 @@ def compare(runs_a: list[Path], runs_b: list[Path]) -> dict:
         ra, na, a = _one_preset(pa)
         rb, nb, b = _one_preset(pb)
         names.add((na, nb))
-        diff = [k for k in SAME_PROTOCOL if ra.get(k) != rb.get(k)]
+        diff = protocol_differences(ra, rb)
         if diff:
             raise ValueError(f"{pa} and {pb} differ in {', '.join(diff)}: their samples are not paired")
         ha, hb = a["per_sample_robust_top1"], b["per_sample_robust_top1"]

@@ -2,6 +2,7 @@
 of the re-tuning, 2 chains × 60 steps, seed 7 (batch k seeded 7000 + k, 16 chains a batch). None of
 them changes the shipped sampler; they ask where the samples' realism could come from.
 
+python scripts/precision_probes.py default OUT.json --condition-size 160   # C sees the images at 160 px
 python scripts/precision_probes.py polish OUT.json      # post-chain variants of the final codes
 python scripts/precision_probes.py precondition OUT.json [--power 1]
 python scripts/precision_probes.py realstart OUT.json   # chains start from real photos' codes
@@ -9,6 +10,9 @@ python scripts/precision_probes.py score OUT.json --score-dae runs/NAME [--varia
 python scripts/precision_probes.py guided OUT.json --score-dae runs/NAME|assets --guidance W [--levels 60]
         [--churn G] [--guidance-until S]
 
+``default``: the default preset as shipped, judged at steps 0, 20, 40, 60; with ``--condition-size``
+(any probe) the condition network C sees G's 128-px images resized to that side instead of its own
+224 px (the judge is untouched): C's cost falls with the square of the side.
 ``polish``: run the default preset, then judge the final codes and, from them, h ← clamp(R_h(h))
 1/3/10/30 times, h ← E(G(h)) once and twice, and h pulled toward the code mean (0.8, 0.6).
 ``precondition``: the default preset with the condition's step multiplied, at every location of
@@ -139,6 +143,12 @@ def real_starts(bundle, targets) -> torch.Tensor:
         return torch.cat([bundle.encoder(to_float(images[picks[i:i + 32]])) for i in range(0, len(picks), 32)])
 
 
+def default(bundle, targets) -> dict[str, tuple]:
+    snaps = chains(bundle, targets, every=20)
+    return {f"step {t}": (torch.cat([s.image for s in sn]), torch.cat([s.p_class for s in sn]))
+            for t, sn in snaps.items()}
+
+
 def realstart(bundle, targets) -> dict[str, tuple]:
     snaps = chains(bundle, targets, every=20, starts=real_starts(bundle, targets))
     return {f"step {t}": (torch.cat([s.image for s in sn]), torch.cat([s.p_class for s in sn]))
@@ -189,7 +199,7 @@ def guided(bundle, targets, args) -> dict[str, tuple]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("probe", choices=["polish", "precondition", "realstart", "score", "guided"])
+    ap.add_argument("probe", choices=["default", "polish", "precondition", "realstart", "score", "guided"])
     ap.add_argument("out")
     ap.add_argument("--power", type=float, default=1.0)
     ap.add_argument("--score-dae", default=None, help="run folder of a noise-conditional R_h (score)")
@@ -205,13 +215,18 @@ def main() -> None:
     ap.add_argument("--robust-k", type=int, default=2)
     ap.add_argument("--churn", type=float, default=0.0, help="guided: noise raising σ to σ(1 + churn) per level")
     ap.add_argument("--guidance-until", type=float, default=0.0, help="guided: the condition steers only while σ ≥ this")
+    ap.add_argument("--condition-size", type=int, default=None, help="the side C sees (default: its own, 224)")
     args = ap.parse_args()
     bundle, judge = load_bundle(), Judge()
+    if args.condition_size:
+        bundle.classifier.input_size = args.condition_size
     reference = real_reference(judge)
     targets = torch.tensor([c for c in tuning_classes(32) for _ in range(2)])
     t0 = time.time()
     if args.probe == "polish":
         judged = {name: (x, p_class(bundle, x, targets)) for name, x in polish(bundle, targets).items()}
+    elif args.probe == "default":
+        judged = default(bundle, targets)
     elif args.probe == "realstart":
         judged = realstart(bundle, targets)
     elif args.probe == "score":
@@ -235,6 +250,7 @@ def main() -> None:
         name = (f"guided W{args.guidance:g} {args.levels} levels σ{args.sigma_max:g}→{args.sigma_min:g} "
                 f"K{args.robust_k}" + (f" churn {args.churn:g}" if args.churn else "")
                 + (f" guidance σ≥{args.guidance_until:g}" if args.guidance_until else "") + f" ({args.score_dae})")
+    name += f" C at {args.condition_size} px" if args.condition_size else ""
     report[name] = {"args": {k: v for k, v in vars(args).items() if k != "out"}, "seconds": round(time.time() - t0, 1),
                     "rows": rows}
     out.write_text(json.dumps(report, indent=1))

@@ -60,6 +60,20 @@ def test_sample_records_the_realism_weight_and_p_target(tmp_path):
     assert rec["p_target"] == 0.99 and rec["eps_schedule"][0]["p_target"] == 0.99
 
 
+def test_condition_size_reaches_c_and_the_record(tmp_path):
+    """--condition-size makes C see the images at that side: the chains' p(class) differs from a run at
+    C's own side (same seed), and result.json says which side C saw."""
+    records = {}
+    for size in (None, 64):
+        out = tmp_path / str(size)
+        res = cli("sample", "--class", "volcano", "--bundle", "tiny", "--steps", "3", "--chains", "1",
+                  "--preset", "dgn-am", *(["--condition-size", str(size)] if size else []), "--out", str(out))
+        assert res.returncode == 0, res.stderr[-3000:]
+        records[size] = json.loads((out / "result.json").read_text())
+    assert records[None]["condition_input_size"] is None and records[64]["condition_input_size"] == 64
+    assert records[None]["chains"][0]["p_class"] != records[64]["chains"][0]["p_class"]
+
+
 def _photo_and_mask(tmp_path: Path) -> list[str]:
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "x.png")
@@ -89,6 +103,7 @@ def test_inpaint_cli_keeps_observed_pixels(tmp_path):
     (["sample", "--class", "volcano", "--eps1-end", "-1", "--bundle", "tiny"], "eps1_end must be in"),
     (["sample", "--class", "volcano", "--realism", "-1", "--bundle", "tiny"], "realism must be in"),
     (["sample", "--class", "volcano", "--p-target", "0", "--bundle", "tiny"], "p_target must be in"),
+    (["sample", "--class", "volcano", "--condition-size", "8", "--bundle", "tiny"], "between 32 and 1024"),
 ])
 def test_bad_cli_input_gives_clear_error(tmp_path, args, message):
     res = cli(*args, "--out", str(tmp_path))

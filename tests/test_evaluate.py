@@ -199,6 +199,20 @@ def test_merging_runs_of_another_protocol_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_runs_where_c_saw_another_side_are_not_comparable():
+    """The side C saw the images at is part of the protocol where both runs record it; a run from
+    before it was recorded (no key) stays comparable with one at C's own side."""
+    from ppgn_core.evaluate import protocol_differences
+
+    run = {"condition": "efficientnet-lite0", "judge": "efficientnet-lite2", "classes": ["volcano"],
+           "chains_per_class": 2, "steps": 60, "seed": 0, "batch": 8}
+    assert protocol_differences(dict(run, condition_input_size=224), dict(run, condition_input_size=160)) == [
+        "condition_input_size"]
+    assert protocol_differences(dict(run, condition_input_size=224), run) == []
+    assert protocol_differences(dict(run, condition_input_size=224, steps=200), dict(run, condition_input_size=224)) == [
+        "steps"]
+
+
 def test_paired_sign_test_over_seeds(tmp_path):
     """scripts/paired_test.py pairs samples by seed and index, counts discordant pairs and gives
     the exact two-sided sign test; runs that differ in seed or classes are refused."""
