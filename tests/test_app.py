@@ -229,3 +229,10 @@ def test_uploaded_start_images_rgba_ok_and_bomb_refused(app_url, tmp_path):
                   api_name="/sample")
     out = c.predict(*_sample_args(steps=2, chains=1), api_name="/sample")  # still serving
     assert "step 2 / 2" in out[3]
+
+
+def test_more_chains_stream_fewer_updates_a_second():
+    from studio_ui.sample_tab import UPDATE_INTERVAL_S, update_interval
+
+    assert update_interval(1) == update_interval(2) == UPDATE_INTERVAL_S
+    assert update_interval(4) < update_interval(8) and update_interval(8) == pytest.approx(1.2)
