@@ -256,7 +256,6 @@ def _run_sample(args) -> int:
     start = load_image(args.start_image, bundle.image_size).to(device) if args.start_image else None
     with torch.inference_mode(False):
         snaps, record = run_sample(bundle, req, start, device, progress=True)
-    record["condition_input_size"] = bundle.classifier.input_size
     _write_outputs(args.out, snaps, record, len(snaps))
     for c in record["chains"]:
         vals = ", ".join(f"{k}={v:.4g}" for k, v in c.items() if k != "chain")

@@ -148,7 +148,7 @@ def chain_records(first: Snapshot, last: Snapshot, neuron: bool) -> list[dict]:
 
 
 def result_record(req: SampleRequest, sampler: Sampler, snaps: list[Snapshot], seconds: float,
-                  device: str) -> dict:
+                  device: str, bundle: ModelBundle) -> dict:
     first, last = snaps[0], snaps[-1]
     preset = get_preset(req.preset)
     s = last.settings
@@ -162,6 +162,7 @@ def result_record(req: SampleRequest, sampler: Sampler, snaps: list[Snapshot], s
         "classes": req.classes, "neuron": req.neuron, "weights": req.weights, "chains": chain_records(
             first, last, bool(req.neuron) and not req.classes),
         "recoveries": sampler.recoveries, "seconds": round(seconds, 3), "device": device,
+        "condition_input_size": bundle.classifier.input_size,
         "request": asdict(req), "eps_schedule": schedule_changes(sampler.schedule),
         **({"sampler": "guided denoising", "noise_levels": [round(v, 5) for v in sampler.levels]}
            if isinstance(sampler, GuidedDenoisingSampler) else {}),
@@ -189,4 +190,4 @@ def run_sample(bundle: ModelBundle, req: SampleRequest, start: torch.Tensor | No
         from tqdm import tqdm
         it = tqdm(it, total=req.steps // req.snapshot_every + 2, desc="sampling", unit="snap")
     snaps = list(it)
-    return snaps, result_record(req, sampler, snaps, time.time() - t0, device)
+    return snaps, result_record(req, sampler, snaps, time.time() - t0, device, bundle)

@@ -47,6 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from ppgn_core.cli import set_condition_size  # noqa: E402
 from ppgn_core.conditions import ClassCondition, evaluate  # noqa: E402
 from ppgn_core.data import IMAGENET_1K_ROOT, cached_images, to_float  # noqa: E402
 from ppgn_core.evaluate import Judge  # noqa: E402
@@ -75,6 +76,12 @@ def chains(bundle, targets, step_hook=None, every: int = STEPS, starts: torch.Te
         for sn in s.run(z0, steps, every):
             snaps.setdefault(sn.step, []).append(sn)
     return snaps
+
+
+def by_step(snaps: dict[int, list]) -> dict[str, tuple]:
+    """Images and C's p(class) of every chain, by the step they were taken at (``chains``' output)."""
+    return {f"step {t}": (torch.cat([s.image for s in sn]), torch.cat([s.p_class for s in sn]))
+            for t, sn in snaps.items()}
 
 
 @torch.no_grad()
@@ -124,8 +131,7 @@ def precondition(bundle, targets, power: float) -> dict[str, tuple]:
     P = evecs @ torch.diag(evals ** power) @ evecs.T
     P = P / torch.diag(P).mean()
     snaps = chains(bundle, targets, lambda g: torch.einsum("dc,bchw->bdhw", P, g), every=20)
-    return {f"step {t}": (torch.cat([s.image for s in sn]), torch.cat([s.p_class for s in sn]))
-            for t, sn in snaps.items()}
+    return by_step(snaps)
 
 
 def real_starts(bundle, targets) -> torch.Tensor:
@@ -145,14 +151,12 @@ def real_starts(bundle, targets) -> torch.Tensor:
 
 def default(bundle, targets) -> dict[str, tuple]:
     snaps = chains(bundle, targets, every=20)
-    return {f"step {t}": (torch.cat([s.image for s in sn]), torch.cat([s.p_class for s in sn]))
-            for t, sn in snaps.items()}
+    return by_step(snaps)
 
 
 def realstart(bundle, targets) -> dict[str, tuple]:
     snaps = chains(bundle, targets, every=20, starts=real_starts(bundle, targets))
-    return {f"step {t}": (torch.cat([s.image for s in sn]), torch.cat([s.p_class for s in sn]))
-            for t, sn in snaps.items()}
+    return by_step(snaps)
 
 
 def load_score_dae(bundle, run: str):
@@ -181,8 +185,7 @@ def score(bundle, targets, args) -> dict[str, tuple]:
     if args.variant in ("anneal", "gauss-anneal"):
         prior, overrides = AnnealedDAEPrior(dae, args.sigma_start, args.sigma_end), {"eps1": args.eps1}
     snaps = chains(bundle, targets, every=20, starts=starts, prior=prior, **overrides)
-    return {f"step {t}": (torch.cat([s.image for s in sn]), torch.cat([s.p_class for s in sn]))
-            for t, sn in snaps.items()}
+    return by_step(snaps)
 
 
 def guided(bundle, targets, args) -> dict[str, tuple]:
@@ -218,8 +221,7 @@ def main() -> None:
     ap.add_argument("--condition-size", type=int, default=None, help="the side C sees (default: its own, 224)")
     args = ap.parse_args()
     bundle, judge = load_bundle(), Judge()
-    if args.condition_size:
-        bundle.classifier.input_size = args.condition_size
+    set_condition_size(bundle, args.condition_size)
     reference = real_reference(judge)
     targets = torch.tensor([c for c in tuning_classes(32) for _ in range(2)])
     t0 = time.time()

@@ -100,7 +100,7 @@ def build_sample_tab(studio: Studio, session: gr.State) -> None:
             t0, shown = time.time(), 0.0
             for u in studio.sampling.stream(req, control, start):
                 if not u.final and u.step > 0 and time.time() - shown < update_interval(req.chains):
-                    continue  # the chains run on; the browser gets at most ~3 updates a second
+                    continue  # the chains run on; the browser gets at most ~3 updates a second, fewer for many chains
                 shown = time.time()
                 yield (u.images, curve_figure(u.curve_steps, u.curves), u.filmstrip,
                        progress(u.step, u.total, f"{u.status} — {time.time() - t0:.1f} s"), u.files or None)
