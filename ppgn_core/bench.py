@@ -217,10 +217,20 @@ def launch_app(bundle: str = "default", extra: list[str] | None = None, timeout:
     raise RuntimeError("app did not start:\n" + "".join(lines))
 
 
-def app_ms_per_step(client, chains: int, steps: int = 30, preset: str = "noiseless-joint-ppgn-h") -> float:
+def sample_tab_args(preset: str, steps: int, chains: int) -> tuple:
+    """The Sample tab's inputs for a run of ``preset`` as its sliders show it after picking it (its own ε,
+    step size and robust condition; volcano, seed 0, no start image)."""
+    import math
+
+    s = PRESETS[preset].settings()
+    log = lambda v: max(-17.5, round(math.log10(v) * 2) / 2) if v > 0 else -18.0  # noqa: E731 (studio_ui's to_log)
+    return ("980: volcano", preset, log(s.eps1), s.eps2, log(s.eps3), s.lr, steps, chains, 0, None, s.robust_k)
+
+
+def app_ms_per_step(client, chains: int, steps: int = 30, preset: str = DEFAULT_PRESET) -> float:
     """ms per step of a Sample-tab run seen from the browser's side: from its first streamed update
     (step 0) to its last (the end of the run), over ``steps`` steps."""
-    job = client.submit("980: volcano", preset, -5, 1.0, -17, 0.02, steps, chains, 0, None, 0, api_name="/sample")
+    job = client.submit(*sample_tab_args(preset, steps, chains), api_name="/sample")
     t_first = None
     for _ in job:
         if t_first is None:
@@ -249,8 +259,7 @@ def bench_app(bundle: str = "default", repeats: int = 3, out: Path | None = Path
                 app_ms = {str(n): round(app_ms_per_step(c, n, steps), 1) for n in chains_list}
             for _ in range(2):
                 t0 = time.time()
-                job = c.submit("980: volcano", "noiseless-joint-ppgn-h", -5, 1.0, -17, 0.1, 30, 4, 0, None, 0,
-                               api_name="/sample")
+                job = c.submit(*sample_tab_args(DEFAULT_PRESET, 30, 4), api_name="/sample")
                 for outp in job:
                     if outp[0]:
                         first.append(time.time() - t0)
@@ -262,15 +271,14 @@ def bench_app(bundle: str = "default", repeats: int = 3, out: Path | None = Path
             proc.terminate()
             proc.wait(timeout=30)
     engine = load_bundle(bundle) if bundle == "default" else load_bundle("tiny")
-    # the engine with the app runs' own settings: step 0.02, robust condition off (the runs above send K = 0)
-    engine_ms = {str(n): time_steps(engine, "noiseless-joint-ppgn-h", n, 5, 3, "cpu", lr=0.02, lr_end=0.02,
-                                    robust_k=0)["median_ms"]
-                 for n in chains_list}
+    # the engine with the app runs' own settings: the default preset as its sliders show it
+    engine_ms = {str(n): time_steps(engine, DEFAULT_PRESET, n, 5, 3, "cpu")["median_ms"] for n in chains_list}
     res = {"bundle": bundle, "sample_ms_per_step": {"app": app_ms, "engine": engine_ms,
-                                                    "note": f"{steps} steps of noiseless-joint-ppgn-h; app: from the "
+                                                    "note": f"{steps} steps of {DEFAULT_PRESET} with its own settings "
+                                                            "(robust condition included); app: from the "
                                                             "first to the last streamed update through gradio_client "
                                                             "(sampling, streaming and PNG encoding together); "
-                                                            "engine: sampler alone (bench.time_steps), same settings (robust condition off)"},
+                                                            "engine: sampler alone (bench.time_steps), same settings"},
            "ready_s": {"median": round(statistics.median(ready), 2), "min": round(min(ready), 2),
                                          "max": round(max(ready), 2), "n": len(ready)},
            "first_image_s": {"median": round(statistics.median(first), 2), "min": round(min(first), 2),

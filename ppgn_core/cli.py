@@ -87,9 +87,11 @@ def _condition_overrides(args) -> dict:
 
 
 def _add_common(p) -> None:
-    from .presets import DEFAULT_PRESET
+    from .presets import DEFAULT_CHAIN_PRESET, DEFAULT_PRESET
 
-    p.add_argument("--preset", default=DEFAULT_PRESET)
+    p.add_argument("--preset", default=None,
+                   help=f"default: {DEFAULT_PRESET}; {DEFAULT_CHAIN_PRESET} (a MALA-approx chain) when inpainting or "
+                        "starting from an image")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eps", type=float, nargs=3, metavar=("E1", "E2", "E3"), default=None)
@@ -246,7 +248,10 @@ def _run_sample(args) -> int:
     from .images import load_image
     from .jobs import SampleRequest, run_sample
 
-    req = SampleRequest(classes=args.classes or [], weights=args.weights, neuron=args.neuron, preset=args.preset,
+    from .presets import DEFAULT_CHAIN_PRESET, DEFAULT_PRESET
+
+    preset = args.preset or (DEFAULT_CHAIN_PRESET if args.start_image else DEFAULT_PRESET)
+    req = SampleRequest(classes=args.classes or [], weights=args.weights, neuron=args.neuron, preset=preset,
                         steps=args.steps, chains=args.chains, seed=args.seed,
                         eps=tuple(args.eps) if args.eps else None, lr=args.lr, lr_end=args.lr_end,
                         eps1_end=args.eps1_end, step_form=args.step_form, snapshot_every=args.snapshot_every,
@@ -273,12 +278,14 @@ def _run_inpaint(args) -> int:
     from .conditions import InpaintContext
     from .images import grid, load_image, load_mask, save_png
     from .inpaint import run_inpaint
+    from .presets import DEFAULT_CHAIN_PRESET
 
     bundle, device = _load(args)
     x = load_image(args.image, bundle.image_size).to(device)
     mask = load_mask(args.mask, bundle.image_size).to(device)
     InpaintContext(x, mask, args.eps4)  # validates
-    result = run_inpaint(bundle, x, mask, classes=args.classes, preset=args.preset, steps=args.steps,
+    result = run_inpaint(bundle, x, mask, classes=args.classes,
+                         preset=args.preset or DEFAULT_CHAIN_PRESET, steps=args.steps,
                          seed=args.seed, eps4=args.eps4, chains=args.chains,
                          eps=tuple(args.eps) if args.eps else None, lr=args.lr, lr_end=args.lr_end,
                          eps1_end=args.eps1_end, **_condition_overrides(args))

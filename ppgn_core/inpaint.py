@@ -6,7 +6,7 @@ import torch
 
 from .conditions import ClassCondition, InpaintContext, class_index, imagenet_categories
 from .nets.registry import ModelBundle
-from .presets import DEFAULT_PRESET, build_sampler
+from .presets import DEFAULT_CHAIN_PRESET, build_sampler
 
 
 def top_class(bundle: ModelBundle, x: torch.Tensor) -> int:
@@ -16,7 +16,7 @@ def top_class(bundle: ModelBundle, x: torch.Tensor) -> int:
 
 
 def run_inpaint(bundle: ModelBundle, x_real: torch.Tensor, mask: torch.Tensor,
-                classes: list[str | int] | None = None, preset: str = DEFAULT_PRESET, steps: int = 100,
+                classes: list[str | int] | None = None, preset: str = DEFAULT_CHAIN_PRESET, steps: int = 100,
                 seed: int = 0, eps4: float = 1.0, chains: int = 1, snapshot_every: int | None = None,
                 control=None, **overrides) -> dict:
     """Fill the region where ``mask`` is 1. Chains start from the code of the real image, E(x_real);

@@ -377,7 +377,8 @@ class GuidedDenoisingSampler(Sampler):
 
     def init(self, batch: int, device: torch.device | str = "cpu", start: torch.Tensor | None = None) -> torch.Tensor:
         if start is not None:
-            raise ValueError("guided denoising starts from noise; it cannot start from an image (use a MALA preset)")
+            raise ValueError("guided denoising starts from noise; it cannot start from an image "
+                             "(use a MALA-approx preset such as ppgn-h)")
         return (torch.randn(batch, *self.dae.code_shape, generator=self.gen) * self.sigma_max).to(device)
 
     def _code_of(self, d: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Write the model card's sample metrics (``metrics.samples_110_classes``) from the evaluation
-reports of the shipped default preset (PPGN-h with the conv R_h), DGN-AM and the defaults before it
+reports of the shipped default preset (guided-ppgn-h, since the twelfth session), the default MALA
+chain (PPGN-h with the conv R_h, the default before it), DGN-AM and the defaults before those
 (Noiseless Joint PPGN-h with and without the stopping rule), and the paired sign tests
 (``scripts/paired_test.py``) between them. The reconstruction metrics are kept.
 
@@ -23,7 +24,8 @@ from paired_test import compare, sign_test  # noqa: E402
 from ppgn_core.export import ASSETS, write_metrics  # noqa: E402
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
-DEFAULT = [REPORTS / f"eval_1k_g2_rh_seed{s}" for s in (0, 1, 2)]
+DEFAULT = [REPORTS / f"eval_1k_g2_guided_seed{s}" for s in (0, 1, 2)]
+CHAIN = [REPORTS / f"eval_1k_g2_rh_seed{s}" for s in (0, 1, 2)]
 JOINT_STOP = [REPORTS / f"eval_1k_g2_stop_seed{s}" for s in (0, 1, 2)]
 DGN = [REPORTS / "eval_1k_g2_dgn", REPORTS / "eval_1k_g2_seed1" / "dgn", REPORTS / "eval_1k_g2_seed2" / "dgn"]
 BEFORE = [REPORTS / "eval_1k_g2_joint", REPORTS / "eval_1k_g2_seed1" / "joint", REPORTS / "eval_1k_g2_seed2" / "joint"]
@@ -82,10 +84,15 @@ def samples_metrics() -> dict:
         "setup": "110 classes (the 10 Imagenette classes + 100 drawn once, seed 2017) × 2 chains × 60 steps, "
                  "seeds 0–2; every preset starts from the same codes for the same classes; judged by Lite2 "
                  "plain and after 2× down-and-up (robust), precision/recall against 3,000 real val photos",
-        "default_preset": {"name": "ppgn-h",
-                           "settings": "conv R_h, ε1 1e-4, step 0.05, robust condition K = 2, a chain stops while "
-                                       "C's p(class) ≥ 0.999",
+        "default_preset": {"name": "guided-ppgn-h",
+                           "settings": "guided denoising of R_h(h, σ) over 60 noise levels σ 10 → 0.05, guidance "
+                                       "ε2 = 1, robust condition K = 2 (the default since the twelfth session)",
                            **_by_seed(DEFAULT)},
+        "default_chain_preset": {"name": "ppgn-h",
+                                 "settings": "conv R_h, ε1 1e-4, step 0.05, robust condition K = 2, a chain stops "
+                                             "while C's p(class) ≥ 0.999 (the default from the sixth to the "
+                                             "eleventh session; inpainting, starts from a photo, t-SNE chains)",
+                                 **_by_seed(CHAIN)},
         "dgn_am": _by_seed(DGN),
         "noiseless_joint_with_stopping_rule": {"settings": "the default before the sixth session: step 0.05, "
                                                            "K = 2, stop at p ≥ 0.999", **_by_seed(JOINT_STOP)},
@@ -94,14 +101,25 @@ def samples_metrics() -> dict:
         "dgn_am_with_robust_condition_k2_seed_0": _figures(REPORTS / "eval_1k_g2_dgn_k2"),
         "real_held_out": {k: round(float(real[k]), 4) for k in ("judge_top1", "robust_top1", "precision", "recall")},
         "paired_robust_top1": {
-            "default_vs_dgn_am_110_classes": _total(compare(DEFAULT, DGN), "reports/paired_110_rh_vs_dgn.md"),
+            "default_vs_dgn_am_110_classes": _total(compare(DEFAULT, DGN),
+                                                    "reports/paired_110_guided_vs_dgn_seed012.md"),
             "default_vs_dgn_am_100_drawn_classes": drawn_classes_only(DEFAULT, DGN),
-            "default_vs_noiseless_joint_with_stopping_rule_110_classes": _total(
-                compare(DEFAULT, JOINT_STOP), "reports/paired_110_rh_vs_joint_stop.md"),
-            "default_vs_dgn_am_k2_seed_0": _total(compare(DEFAULT[:1], [REPORTS / "eval_1k_g2_dgn_k2"])),
+            "default_vs_chain_default_110_classes": _total(compare(DEFAULT, CHAIN),
+                                                           "reports/paired_110_guided_vs_default_seed012.md"),
+            "default_vs_chain_default_100_drawn_classes": drawn_classes_only(DEFAULT, CHAIN),
+            "default_vs_dgn_am_k2_seed_0": _total(compare(DEFAULT[:1], [REPORTS / "eval_1k_g2_dgn_k2"]),
+                                                  "reports/paired_110_guided_vs_dgn_k2_seed0.md"),
+            "chain_default_vs_dgn_am_110_classes": _total(compare(CHAIN, DGN), "reports/paired_110_rh_vs_dgn.md"),
+            "chain_default_vs_dgn_am_100_drawn_classes": drawn_classes_only(CHAIN, DGN),
+            "chain_default_vs_noiseless_joint_with_stopping_rule_110_classes": _total(
+                compare(CHAIN, JOINT_STOP), "reports/paired_110_rh_vs_joint_stop.md"),
+            "chain_default_vs_dgn_am_k2_seed_0": _total(compare(CHAIN[:1], [REPORTS / "eval_1k_g2_dgn_k2"])),
             "noiseless_joint_with_stopping_rule_vs_dgn_am_110_classes": _total(
                 compare(JOINT_STOP, DGN), "reports/paired_110_stop_vs_dgn.md"),
-            "paper20_default_vs_dgn_am_seeds_0_2": _paper20("rh", (0, 1, 2)),
+            "paper20_default_vs_dgn_am_seeds_0_2": _paper20("guided", (0, 1, 2)),
+            "paper20_default_vs_chain_default_seeds_0_2": _total(compare(
+                [PAPER20 / f"guided_s{s}" for s in (0, 1, 2)], [PAPER20 / f"rh_s{s}" for s in (0, 1, 2)])),
+            "paper20_chain_default_vs_dgn_am_seeds_0_2": _paper20("rh", (0, 1, 2)),
             "paper20_noiseless_joint_with_stopping_rule_vs_dgn_am": {
                 "seeds_0_2": _paper20("stop", (0, 1, 2)), "seeds_3_5_replication": _paper20("stop", (3, 4, 5))},
         },

@@ -9,6 +9,7 @@ python scripts/precision_probes.py realstart OUT.json   # chains start from real
 python scripts/precision_probes.py score OUT.json --score-dae runs/NAME [--variant start|anneal ...]
 python scripts/precision_probes.py guided OUT.json --score-dae runs/NAME|assets --guidance W [--levels 60]
         [--churn G] [--guidance-until S]
+python scripts/precision_probes.py codecond OUT.json --eps1 E [--p-target P]   # C read on the code h itself
 
 ``default``: the default preset as shipped, judged at steps 0, 20, 40, 60; with ``--condition-size``
 (any probe) the condition network C sees G's 128-px images resized to that side instead of its own
@@ -33,10 +34,17 @@ robust views), D' = D + W·σ·g/rms(g), and an Euler step of du/dσ = (u − D'
 levels 0, 20, 40 and at the end (σ_min's denoised code). ``--churn`` re-noises each level (σ → σ(1 + G),
 Karras et al. 2022); ``--guidance-until`` leaves the levels below σ = S to R_h alone; ``--score-dae
 assets`` uses the shipped R_h(h, σ).
+``codecond``: the default preset with the class read on the code h itself, by Lite0's blocks above E's
+code layer (``LiteEncoder.h_to_logits``), instead of on C(G(h)): the condition's gradient never passes
+through G or the pixels, so it cannot write pixel patterns, and a step skips G and C's 224-px pass.
+ε1 ``--eps1``, the stopping rule at ``--p-target``; no robust views (they are views of an image);
+judged on G of the codes at steps 0, 20, 40, 60.
 """
 
 import argparse
+import contextlib
 import json
+import math
 import sys
 import time
 from dataclasses import replace
@@ -74,6 +82,51 @@ def chains(bundle, targets, step_hook=None, every: int = STEPS, starts: torch.Te
             s.step_direction = lambda z, g, st, t, n, x=None, _o=orig: _o(z, step_hook(g), st, t, n, x)
         z0 = s.init(len(tb)) if starts is None else starts[lo:lo + BATCH]
         for sn in s.run(z0, steps, every):
+            snaps.setdefault(sn.step, []).append(sn)
+    return snaps
+
+
+class CodeClassifier(torch.nn.Module):
+    """Lite0's blocks above E's code layer as a classifier of codes h (for a ClassCondition)."""
+
+    name = "lite0 above h"
+
+    def __init__(self, encoder, noise: float = 0.0, views: int = 1, std=1.0, seed: int = SEED):
+        super().__init__()
+        self.encoder, self.noise, self.views = encoder, noise, views
+        self.std = torch.as_tensor(std, dtype=torch.float32)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits of h; with ``noise`` > 0, log of the class probabilities averaged over ``views``
+        copies of h with Gaussian noise of ``noise`` code standard deviations added (randomised
+        smoothing: only a class that survives the noise counts)."""
+        if self.noise <= 0:
+            return self.encoder.h_to_logits(h)
+        noisy = torch.cat([h + self.noise * self.std * torch.randn(h.shape, generator=self.gen)
+                           for _ in range(self.views)])
+        logp = torch.log_softmax(self.encoder.h_to_logits(noisy), dim=1).view(self.views, len(h), -1)
+        return torch.logsumexp(logp, dim=0) - math.log(self.views)
+
+    @contextlib.contextmanager
+    def capture(self, layers):
+        if layers:
+            raise ValueError("the code classifier exposes no hidden layers")
+        yield {}
+
+
+def code_condition_chains(bundle, targets, eps1: float, p_target: float, noise: float = 0.0,
+                          views: int = 1) -> dict[int, list]:
+    """``chains`` with the class condition read on h by :class:`CodeClassifier`: the sampler's
+    condition pass sees the code itself (no G, no C), its prior is the preset's R_h."""
+    snaps = {}
+    for k, lo in enumerate(range(0, len(targets), BATCH)):
+        tb = targets[lo:lo + BATCH]
+        clf = CodeClassifier(bundle.encoder, noise, views, bundle.code_std, SEED * 1000 + k).eval()
+        s = build_sampler(PRESET, bundle, ClassCondition(clf, tb), seed=SEED * 1000 + k, eps1=eps1,
+                          robust_k=0, p_target=p_target)
+        s._evaluate = lambda z, st, need_grad, _s=s: _s.condition_gradient(z, lambda zz: zz, st, need_grad)
+        for sn in s.run(s.init(len(tb)), STEPS, 20):
             snaps.setdefault(sn.step, []).append(sn)
     return snaps
 
@@ -159,6 +212,12 @@ def realstart(bundle, targets) -> dict[str, tuple]:
     return by_step(snaps)
 
 
+def codecond(bundle, targets, args) -> dict[str, tuple]:
+    snaps = code_condition_chains(bundle, targets, args.eps1, args.p_target, args.code_noise, args.robust_k)
+    return {f"step {t}": (images_of(bundle, torch.cat([s.z for s in sn])), torch.cat([s.p_class for s in sn]))
+            for t, sn in snaps.items()}
+
+
 def load_score_dae(bundle, run: str):
     """A noise-conditional R_h from a training run folder (its config.json and checkpoint.pt), or the
     bundle's own for ``assets``."""
@@ -202,7 +261,7 @@ def guided(bundle, targets, args) -> dict[str, tuple]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("probe", choices=["default", "polish", "precondition", "realstart", "score", "guided"])
+    ap.add_argument("probe", choices=["default", "polish", "precondition", "realstart", "score", "guided", "codecond"])
     ap.add_argument("out")
     ap.add_argument("--power", type=float, default=1.0)
     ap.add_argument("--score-dae", default=None, help="run folder of a noise-conditional R_h (score)")
@@ -218,6 +277,9 @@ def main() -> None:
     ap.add_argument("--robust-k", type=int, default=2)
     ap.add_argument("--churn", type=float, default=0.0, help="guided: noise raising σ to σ(1 + churn) per level")
     ap.add_argument("--guidance-until", type=float, default=0.0, help="guided: the condition steers only while σ ≥ this")
+    ap.add_argument("--code-noise", type=float, default=0.0,
+                    help="codecond: noise (code std units) of the smoothed code classifier, over --robust-k copies")
+    ap.add_argument("--p-target", type=float, default=0.999, help="codecond: the stopping rule's p(class)")
     ap.add_argument("--condition-size", type=int, default=None, help="the side C sees (default: its own, 224)")
     args = ap.parse_args()
     bundle, judge = load_bundle(), Judge()
@@ -235,6 +297,8 @@ def main() -> None:
         judged = score(bundle, targets, args)
     elif args.probe == "guided":
         judged = guided(bundle, targets, args)
+    elif args.probe == "codecond":
+        judged = codecond(bundle, targets, args)
     else:
         judged = precondition(bundle, targets, args.power)
     rows = {}
@@ -252,6 +316,9 @@ def main() -> None:
         name = (f"guided W{args.guidance:g} {args.levels} levels σ{args.sigma_max:g}→{args.sigma_min:g} "
                 f"K{args.robust_k}" + (f" churn {args.churn:g}" if args.churn else "")
                 + (f" guidance σ≥{args.guidance_until:g}" if args.guidance_until else "") + f" ({args.score_dae})")
+    elif args.probe == "codecond":
+        name = f"codecond ε1 {args.eps1:g} p≥{args.p_target:g}" + (
+            f" noise {args.code_noise:g}×{args.robust_k}" if args.code_noise else "")
     name += f" C at {args.condition_size} px" if args.condition_size else ""
     report[name] = {"args": {k: v for k, v in vars(args).items() if k != "out"}, "seconds": round(time.time() - t0, 1),
                     "rows": rows}

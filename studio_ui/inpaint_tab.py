@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ppgn_core.jobs import MAX_STEPS
-from ppgn_core.presets import DEFAULT_PRESET, get_preset
+from ppgn_core.presets import DEFAULT_CHAIN_PRESET, get_preset
 from ppgn_core.sampler import Control
 from ppgn_core.studio import Studio, editor_background
 
@@ -48,7 +48,7 @@ def build_inpaint_tab(studio: Studio, session: gr.State) -> None:
     def run(state, editor, cls, steps, eps4, seed):
         try:
             image = editor_background(editor)
-            control = Control(get_preset(DEFAULT_PRESET).settings())
+            control = Control(get_preset(DEFAULT_CHAIN_PRESET).settings())
             take_control(state, control)
             for u in studio.inpainting.stream(image, editor, cls, int(steps), float(eps4), int(seed or 0),
                                               snapshot_every=max(1, int(steps) // 10), control=control):

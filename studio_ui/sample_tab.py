@@ -31,7 +31,8 @@ def update_interval(chains: int) -> float:
 
 
 def _layout(studio: Studio) -> SimpleNamespace:
-    p0 = get_preset(DEFAULT_PRESET).settings()
+    preset0 = get_preset(DEFAULT_PRESET)
+    p0, chain = preset0.settings(), preset0.is_chain
     w = SimpleNamespace()
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
@@ -41,16 +42,19 @@ def _layout(studio: Studio) -> SimpleNamespace:
                                    label="Preset (paper variant)", elem_id="sample-preset")
             w.about = gr.Markdown(get_preset(DEFAULT_PRESET).describe(), elem_id="preset-about")
             w.e1 = gr.Slider(OFF, 1, value=to_log(p0.eps1), step=0.5, label="log10 ε1 — prior (−18 = off)",
-                             elem_id="eps1")
-            w.e2 = gr.Slider(0, 10, value=p0.eps2, step=0.05, label="ε2 — condition")
-            w.e3 = gr.Slider(OFF, 0, value=to_log(p0.eps3), step=0.5, label="log10 ε3 — noise (−18 = off)")
-            w.lr = gr.Slider(0.001, 1.0, value=p0.lr, step=0.001, label="step size (× the code's spread)")
+                             elem_id="eps1", interactive=chain)
+            w.e2 = gr.Slider(0, 10, value=p0.eps2, step=0.05, label="ε2 — condition", elem_id="eps2")
+            w.e3 = gr.Slider(OFF, 0, value=to_log(p0.eps3), step=0.5, label="log10 ε3 — noise (−18 = off)",
+                             interactive=chain)
+            w.lr = gr.Slider(0.001, 1.0, value=p0.lr, step=0.001, label="step size (× the code's spread)",
+                             interactive=chain)
             w.steps = gr.Slider(1, MAX_STEPS, value=60, step=1, label="steps")
             w.chains = gr.Slider(1, MAX_CHAINS, value=4, step=1, label="chains")
             w.seed = seed_box()
             w.robust = gr.Slider(0, MAX_ROBUST_K, value=p0.robust_k, step=1, elem_id="sample-robust",
                                  label="robust condition: random views of the image per step (0 = off)")
-            w.start = gr.Image(type="filepath", label="Start from a real image (optional: its code E(x))",
+            w.start = gr.Image(type="filepath", label="Start from a real image (optional: its code E(x); "
+                               "a chain preset such as PPGN-h)",
                                sources=["upload"], height=160)
             w.run, w.stop = run_stop_buttons("sample")
         with gr.Column(scale=2):
@@ -64,9 +68,12 @@ def _layout(studio: Studio) -> SimpleNamespace:
 
 
 def _on_preset(name):
+    """The sliders follow the preset; ε1, ε3 and the step size are greyed out for a preset that does not
+    use them (guided denoising: its steps are the noise levels, ε2 its guidance)."""
     p = get_preset(name)
     s = p.settings()
-    return to_log(s.eps1), s.eps2, to_log(s.eps3), s.lr, s.robust_k, p.describe()
+    used = lambda value: gr.update(value=value, interactive=p.is_chain)  # noqa: E731
+    return used(to_log(s.eps1)), s.eps2, used(to_log(s.eps3)), used(s.lr), s.robust_k, p.describe()
 
 
 def _live(state, e1, e2, e3, lr):
@@ -77,6 +84,8 @@ def _live(state, e1, e2, e3, lr):
         s = ctl.update(eps1=from_log(e1), eps2=float(e2), eps3=from_log(e3), **ctl.settings.step_sizes(float(lr)))
     except ValueError as err:
         fail(err)
+    if not state.get("chain", True):  # guided denoising: ε2 is the guidance; ε1, ε3 and the step are unused
+        return f"live: next noise levels use guidance ε2 = {s.eps2:.3g}"
     e1 = f"{s.eps1:.3g}" if s.eps1_end is None else f"{s.eps1:.3g} → {s.eps1_end:.3g} over the run"
     step = f"{s.lr:.3g}" if s.lr_end == s.lr else f"{s.lr:.3g} → {s.lr_end:.3g} over the run"
     return f"live: next steps use ε = ({e1}, {s.eps2:.3g}, {s.eps3:.3g}), step {step}"
@@ -97,6 +106,7 @@ def build_sample_tab(studio: Studio, session: gr.State) -> None:
                                 robust_k=int(robust or 0)).validate()
             control = Control(get_preset(preset).settings(**req.overrides()))
             take_control(state, control)
+            state["chain"] = get_preset(preset).is_chain
             t0, shown = time.time(), 0.0
             for u in studio.sampling.stream(req, control, start):
                 if not u.final and u.step > 0 and time.time() - shown < update_interval(req.chains):

@@ -8,7 +8,7 @@ import gradio as gr
 
 from ppgn_core.jobs import MAX_CHAINS, MAX_STEPS
 from ppgn_core.plots import tsne_figure
-from ppgn_core.presets import DEFAULT_PRESET, get_preset
+from ppgn_core.presets import DEFAULT_CHAIN_PRESET, get_preset
 from ppgn_core.sampler import Control
 from ppgn_core.studio import Studio
 
@@ -43,7 +43,7 @@ def build_tsne_tab(studio: Studio, session: gr.State) -> None:
 
     def run(state, cls, chains, steps, every, thr, seed):
         try:
-            control = Control(get_preset(DEFAULT_PRESET).settings())
+            control = Control(get_preset(DEFAULT_CHAIN_PRESET).settings())
             take_control(state, control)
             for u in studio.tsne.grid(cls, int(chains), int(steps), int(every), float(thr), seed=int(seed or 0),
                                       control=control):

@@ -121,6 +121,32 @@ def test_the_step_slider_keeps_a_presets_step_decay(app_url):
     assert "step 0.1 → 0.04 over the run" in msg, msg
 
 
+def test_guided_live_message_names_only_the_guidance(app_url):
+    """Guided denoising uses ε2 as its guidance and neither ε1, ε3 nor a step size: the live message
+    says so instead of listing settings that do nothing."""
+    msg = _live_message(app_url, "guided-ppgn-h", -5, 0.5, -17, 0.1)
+    assert msg == "live: next noise levels use guidance ε2 = 0.5", msg
+
+
+def test_sliders_a_preset_does_not_use_are_greyed_out():
+    from studio_ui.sample_tab import _on_preset
+
+    guided, chain = _on_preset("guided-ppgn-h"), _on_preset("ppgn-h")
+    for i in (0, 2, 3):  # ε1, ε3, step size
+        assert guided[i]["interactive"] is False and chain[i]["interactive"] is True
+    assert guided[4] == 2 and "noise level" in guided[5] and "Eq. 11" in chain[5]
+
+
+def test_the_app_bench_sends_what_the_sliders_show():
+    from ppgn_core.bench import sample_tab_args
+    from studio_ui.sample_tab import _on_preset
+
+    for name in ("guided-ppgn-h", "ppgn-h", "hand-designed"):
+        e1, e2, e3, lr, robust_k, _ = _on_preset(name)
+        args = sample_tab_args(name, 30, 4)
+        assert args[1] == name and args[2:6] == (e1["value"], e2, e3["value"], lr["value"]) and args[10] == robust_k
+
+
 def test_two_sessions_have_independent_chains_and_a_third_is_served(app_url):
     a, b, c = client(app_url), client(app_url), client(app_url)
     # A is long so that its stop always arrives before it could end by itself (30 tiny steps can

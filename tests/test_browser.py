@@ -57,8 +57,12 @@ def test_sample_tab_in_browser(page):
     default = PRESETS[DEFAULT_PRESET]
     assert default.title in about.inner_text()
     preset = page.locator("#sample-preset input")
-    eps1_default = page.locator("#eps1 input[type=range]").input_value()
-    for typed, option, shown in (("annealed", "ε1 annealed to 0", "→ 0"), ("DAE on h", default.title, "Eq. 11")):
+    eps1 = page.locator("#eps1 input[type=range]")
+    # the default draws from noise (guided denoising): ε1 is not used and its slider is greyed out
+    assert not default.is_chain and eps1.is_disabled()
+    eps1_default = eps1.input_value()
+    for typed, option, shown in (("annealed", "ε1 annealed to 0", "→ 0"), ("DAE on h", "PPGN-h (DAE on h)", "Eq. 11"),
+                                 ("Guided", default.title, "noise level")):
         preset.click()
         preset.press("Control+a")
         preset.press("Backspace")
@@ -66,9 +70,11 @@ def test_sample_tab_in_browser(page):
         page.get_by_role("option", name=option).click()
         page.wait_for_function(f"document.querySelector('#preset-about').innerText.includes({shown!r})",
                                timeout=20_000)
-        if typed == "annealed":  # the sliders follow the preset: ε1 = 3e-4 instead of the default's 1e-4
-            assert page.locator("#eps1 input[type=range]").input_value() != eps1_default
-    assert page.locator("#eps1 input[type=range]").input_value() == eps1_default
+        if typed == "annealed":  # the sliders follow the preset: ε1 = 3e-4, and the slider is live
+            page.wait_for_function("!document.querySelector('#eps1 input[type=range]').disabled", timeout=20_000)
+            assert eps1.input_value() != eps1_default
+    page.wait_for_function("document.querySelector('#eps1 input[type=range]').disabled", timeout=20_000)
+    assert eps1.input_value() == eps1_default
     box = page.locator("#sample-class input")
     box.click()
     box.press("Control+a")
@@ -76,7 +82,7 @@ def test_sample_tab_in_browser(page):
     box.press_sequentially("golf ball", delay=30)
     page.get_by_role("option", name="574: golf ball").click()
     assert box.input_value() == "574: golf ball"
-    slider = page.locator("#eps1 input[type=range]")
+    slider = page.locator("#eps2 input[type=range]")  # the guidance ε2 is the default's live setting
     before = slider.input_value()
     slider.focus()
     for _ in range(4):

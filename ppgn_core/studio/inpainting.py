@@ -10,7 +10,7 @@ import torch
 
 from ..conditions import ClassCondition, InpaintContext
 from ..images import load_image, load_mask, save_png, to_uint8
-from ..presets import DEFAULT_PRESET, build_sampler
+from ..presets import DEFAULT_CHAIN_PRESET, build_sampler
 from ..sampler import Control
 from .core import StudioCore, Update
 
@@ -24,7 +24,7 @@ class InpaintWorkflow:
         self.core = core
 
     def stream(self, image, mask, class_value: str | int | None = None, steps: int = 60, eps4: float = 1.0,
-               seed: int = 0, preset: str = DEFAULT_PRESET, snapshot_every: int = 5,
+               seed: int = 0, preset: str = DEFAULT_CHAIN_PRESET, snapshot_every: int = 5,
                control: Control | None = None) -> Iterator[Update]:
         """Both fills, streaming; their unmasked pixels stay exactly the input's. ``images`` hold the
         results at native size; ``extra`` holds what the app shows (the input with the region greyed

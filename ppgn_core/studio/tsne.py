@@ -12,7 +12,7 @@ import torch
 
 from ..images import save_png, to_uint8
 from ..jobs import SampleRequest, make_sampler
-from ..presets import DEFAULT_PRESET
+from ..presets import DEFAULT_CHAIN_PRESET
 from ..sampler import Control
 from .core import StudioCore, Update
 
@@ -24,7 +24,7 @@ class TsneWorkflow:
         self.core = core
 
     def grid(self, class_value: str | int, chains: int = 6, steps: int = 60, snapshot_every: int = 10,
-             threshold: float = 0.97, preset: str = DEFAULT_PRESET, seed: int = 0,
+             threshold: float = 0.97, preset: str = DEFAULT_CHAIN_PRESET, seed: int = 0,
              max_samples: int = 400, control: Control | None = None) -> Iterator[Update]:
         """Run the chains, keep snapshots with p(class) ≥ ``threshold``, drop near-copies of a chain's
         previous kept sample (:func:`pick_distinct`), embed the rest and lay them on a grid."""
