@@ -137,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the presets and their ε")
     p = sub.add_parser("evaluate", help="judge accuracy (Lite2), diversity and reconstructions per preset")
     p.add_argument("--quick", action="store_true", help="2 classes, 2 chains, 5 steps, 2 presets (smoke test)")
-    p.add_argument("--presets", nargs="+", default=["noiseless-joint-ppgn-h", "joint-ppgn-h", "ppgn-h", "dgn-am",
-                                                     "ppgn-x", "hand-designed", "no-prior"])
+    p.add_argument("--presets", nargs="+", default=["guided-ppgn-h", "noiseless-joint-ppgn-h", "joint-ppgn-h", "ppgn-h",
+                                                     "dgn-am", "ppgn-x", "hand-designed", "no-prior"])
     p.add_argument("--classes", nargs="+", default=None,
                    help="class names or indices; default: the 10 Imagenette classes + 100 drawn once (seed 2017)")
     p.add_argument("--class-set", choices=["default", "paper20"], default="default",
