@@ -9,7 +9,7 @@ import gradio as gr
 
 from ppgn_core.jobs import MAX_CHAINS, MAX_STEPS, SampleRequest
 from ppgn_core.plots import curve_figure
-from ppgn_core.presets import DEFAULT_PRESET, PRESETS, get_preset
+from ppgn_core.presets import DEFAULT_CHAIN_PRESET, DEFAULT_PRESET, PRESETS, get_preset
 from ppgn_core.sampler import MAX_ROBUST_K, Control
 from ppgn_core.studio import Studio
 
@@ -55,7 +55,7 @@ def _layout(studio: Studio) -> SimpleNamespace:
                                  label="robust condition: random views of the image per step (0 = off)")
             w.start = gr.Image(type="filepath", label="Start from a real image (optional: its code E(x); "
                                "a chain preset such as PPGN-h)",
-                               sources=["upload"], height=160)
+                               sources=["upload"], height=160, elem_id="sample-start")
             w.run, w.stop = run_stop_buttons("sample")
         with gr.Column(scale=2):
             w.status = gr.Markdown(elem_id="sample-status")
@@ -76,6 +76,16 @@ def _on_preset(name):
     return used(to_log(s.eps1)), s.eps2, used(to_log(s.eps3)), used(s.lr), s.robust_k, p.describe()
 
 
+def _on_start_image(path, name):
+    """A start from a photo's code needs a MALA-approx chain: uploading one while a preset that draws
+    from noise is picked switches the picker to the default chain (its sliders follow), and says so."""
+    if path and not get_preset(name).is_chain:
+        gr.Info(f"{get_preset(name).title} draws from noise; starting from the image with "
+                f"{get_preset(DEFAULT_CHAIN_PRESET).title} instead.")
+        return DEFAULT_CHAIN_PRESET
+    return name
+
+
 def _live(state, e1, e2, e3, lr):
     ctl = state.get("control")
     if ctl is None or ctl.stopped:
@@ -94,6 +104,7 @@ def _live(state, e1, e2, e3, lr):
 def build_sample_tab(studio: Studio, session: gr.State) -> None:
     w = _layout(studio)
     w.preset.change(_on_preset, w.preset, [w.e1, w.e2, w.e3, w.lr, w.robust, w.about], queue=False)
+    w.start.change(_on_start_image, [w.start, w.preset], w.preset, queue=False)
     for i, slider in enumerate((w.e1, w.e2, w.e3, w.lr)):
         slider.change(_live, [session, w.e1, w.e2, w.e3, w.lr], w.live, queue=False,
                       api_name="set_eps" if i == 0 else None, api_visibility="public" if i == 0 else "private")

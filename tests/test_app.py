@@ -137,6 +137,14 @@ def test_sliders_a_preset_does_not_use_are_greyed_out():
     assert guided[4] == 2 and "noise level" in guided[5] and "Eq. 11" in chain[5]
 
 
+def test_a_start_image_switches_a_noise_preset_to_the_default_chain():
+    from studio_ui.sample_tab import _on_start_image
+
+    assert _on_start_image("photo.png", "guided-ppgn-h") == "ppgn-h"
+    assert _on_start_image("photo.png", "dgn-am") == "dgn-am"  # a chain preset is kept
+    assert _on_start_image(None, "guided-ppgn-h") == "guided-ppgn-h"  # clearing the image changes nothing
+
+
 def test_the_app_bench_sends_what_the_sliders_show():
     from ppgn_core.bench import sample_tab_args
     from studio_ui.sample_tab import _on_preset

@@ -99,6 +99,11 @@ def test_sample_tab_in_browser(page):
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(SHOTS / "sample.png"), full_page=True)
     assert page.locator("#sample-gallery img").count() >= 1
+    # a start image needs a chain: uploading one switches the picker from guided to PPGN-h, sliders live
+    example = sorted((Path(__file__).resolve().parent.parent / "assets" / "examples").glob("*.png"))[0]
+    page.locator("#sample-start input[type=file]").set_input_files(str(example))
+    page.wait_for_function("document.querySelector('#preset-about').innerText.includes('Eq. 11')", timeout=20_000)
+    page.wait_for_function("!document.querySelector('#eps1 input[type=range]').disabled", timeout=20_000)
 
 
 def test_inpaint_tab_in_browser(page):
