@@ -248,9 +248,9 @@ def _run_sample(args) -> int:
     from .images import load_image
     from .jobs import SampleRequest, run_sample
 
-    from .presets import DEFAULT_CHAIN_PRESET, DEFAULT_PRESET
+    from .presets import default_preset
 
-    preset = args.preset or (DEFAULT_CHAIN_PRESET if args.start_image else DEFAULT_PRESET)
+    preset = args.preset or default_preset(needs_chain=bool(args.start_image))
     req = SampleRequest(classes=args.classes or [], weights=args.weights, neuron=args.neuron, preset=preset,
                         steps=args.steps, chains=args.chains, seed=args.seed,
                         eps=tuple(args.eps) if args.eps else None, lr=args.lr, lr_end=args.lr_end,
@@ -278,14 +278,14 @@ def _run_inpaint(args) -> int:
     from .conditions import InpaintContext
     from .images import grid, load_image, load_mask, save_png
     from .inpaint import run_inpaint
-    from .presets import DEFAULT_CHAIN_PRESET
+    from .presets import default_preset
 
     bundle, device = _load(args)
     x = load_image(args.image, bundle.image_size).to(device)
     mask = load_mask(args.mask, bundle.image_size).to(device)
     InpaintContext(x, mask, args.eps4)  # validates
     result = run_inpaint(bundle, x, mask, classes=args.classes,
-                         preset=args.preset or DEFAULT_CHAIN_PRESET, steps=args.steps,
+                         preset=args.preset or default_preset(needs_chain=True), steps=args.steps,
                          seed=args.seed, eps4=args.eps4, chains=args.chains,
                          eps=tuple(args.eps) if args.eps else None, lr=args.lr, lr_end=args.lr_end,
                          eps1_end=args.eps1_end, **_condition_overrides(args))

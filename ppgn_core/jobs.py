@@ -20,6 +20,18 @@ MAX_CHAINS = int(os.environ.get("PPGN_MAX_CHAINS", "16"))
 EPS_LIMITS = {"eps1": (0.0, 10.0), "eps2": (0.0, 1e3), "eps3": (0.0, 100.0), "eps4": (0.0, 1e3),
               "eps1_end": (0.0, 10.0), "lr": (0.0, 10.0), "lr_end": (0.0, 10.0), "robust_blur": (0.0, 3.0),
               "realism": (0.0, 100.0), "p_target": (0.001, 1.0)}
+#: the app's log10 ε sliders: this value means "exactly 0"
+EPS_OFF_LOG = -18.0
+
+
+def eps_from_log(v: float) -> float:
+    """An ε from its log10 slider value (``EPS_OFF_LOG`` or below: 0)."""
+    return 0.0 if v <= EPS_OFF_LOG else 10.0 ** float(v)
+
+
+def eps_to_log(v: float) -> float:
+    """The log10 slider value of an ε, in the sliders' half-decade steps (0: ``EPS_OFF_LOG``)."""
+    return EPS_OFF_LOG if v <= 0 else max(EPS_OFF_LOG + 0.5, round(math.log10(v) * 2) / 2)
 
 
 @dataclass
@@ -148,7 +160,7 @@ def chain_records(first: Snapshot, last: Snapshot, neuron: bool) -> list[dict]:
 
 
 def result_record(req: SampleRequest, sampler: Sampler, snaps: list[Snapshot], seconds: float,
-                  device: str, bundle: ModelBundle) -> dict:
+                  device: str) -> dict:
     first, last = snaps[0], snaps[-1]
     preset = get_preset(req.preset)
     s = last.settings
@@ -162,7 +174,7 @@ def result_record(req: SampleRequest, sampler: Sampler, snaps: list[Snapshot], s
         "classes": req.classes, "neuron": req.neuron, "weights": req.weights, "chains": chain_records(
             first, last, bool(req.neuron) and not req.classes),
         "recoveries": sampler.recoveries, "seconds": round(seconds, 3), "device": device,
-        "condition_input_size": bundle.classifier.input_size,
+        "condition_input_size": sampler.condition.classifier.input_size,
         "request": asdict(req), "eps_schedule": schedule_changes(sampler.schedule),
         **({"sampler": "guided denoising", "noise_levels": [round(v, 5) for v in sampler.levels]}
            if isinstance(sampler, GuidedDenoisingSampler) else {}),
@@ -190,4 +202,4 @@ def run_sample(bundle: ModelBundle, req: SampleRequest, start: torch.Tensor | No
         from tqdm import tqdm
         it = tqdm(it, total=req.steps // req.snapshot_every + 2, desc="sampling", unit="snap")
     snaps = list(it)
-    return snaps, result_record(req, sampler, snaps, time.time() - t0, device, bundle)
+    return snaps, result_record(req, sampler, snaps, time.time() - t0, device)

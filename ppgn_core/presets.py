@@ -165,6 +165,14 @@ DEFAULT_PRESET = "guided-ppgn-h"
 #: photo's code, the t-SNE tab's samples taken along chains), since guided denoising draws each sample
 #: from noise in one pass over the noise levels.
 DEFAULT_CHAIN_PRESET = "ppgn-h"
+
+
+def default_preset(needs_chain: bool = False) -> str:
+    """The preset a run gets when none is named: ``DEFAULT_PRESET``, or ``DEFAULT_CHAIN_PRESET`` for a run
+    that needs a MALA-approx chain (a start from a photo's code, inpainting)."""
+    return DEFAULT_CHAIN_PRESET if needs_chain else DEFAULT_PRESET
+
+
 #: priors learned on the code h (their ε1 is what `evaluate --eps1` tunes)
 LEARNED_H_PRIORS = ("joint", "joint-noisy", "hdae")
 

@@ -68,15 +68,21 @@ PRESET, STEPS, BATCH, SEED = "ppgn-h", 60, 16, 7
 
 
 def chains(bundle, targets, step_hook=None, every: int = STEPS, starts: torch.Tensor | None = None,
-           prior=None, preset=PRESET, steps: int = STEPS, **overrides) -> dict[int, list]:
+           prior=None, preset=PRESET, steps: int = STEPS, classifier_of=None, on_code: bool = False,
+           **overrides) -> dict[int, list]:
     """The default preset's snapshots by step, batch k seeded SEED·1000 + k: the batches and seeds of
-    ``evaluate.run_preset_on_classes``, which keeps neither the codes nor a hook on the step."""
+    ``evaluate.run_preset_on_classes``, which keeps neither the codes nor a hook on the step.
+    ``classifier_of(k)``: the class condition's network for batch k (default: C); ``on_code``: the
+    condition pass sees the code z itself instead of its image G(z)."""
     snaps: dict[int, list] = {}
     for k, lo in enumerate(range(0, len(targets), BATCH)):
         tb = targets[lo:lo + BATCH]
-        s = build_sampler(preset, bundle, ClassCondition(bundle.classifier, tb), seed=SEED * 1000 + k, **overrides)
+        clf = bundle.classifier if classifier_of is None else classifier_of(k)
+        s = build_sampler(preset, bundle, ClassCondition(clf, tb), seed=SEED * 1000 + k, **overrides)
         if prior is not None:
             s.prior = prior
+        if on_code:
+            s._evaluate = lambda z, st, need_grad, _s=s: _s.condition_gradient(z, lambda zz: zz, st, need_grad)
         if step_hook is not None:
             orig = s.step_direction
             s.step_direction = lambda z, g, st, t, n, x=None, _o=orig: _o(z, step_hook(g), st, t, n, x)
@@ -119,16 +125,9 @@ def code_condition_chains(bundle, targets, eps1: float, p_target: float, noise: 
                           views: int = 1) -> dict[int, list]:
     """``chains`` with the class condition read on h by :class:`CodeClassifier`: the sampler's
     condition pass sees the code itself (no G, no C), its prior is the preset's R_h."""
-    snaps = {}
-    for k, lo in enumerate(range(0, len(targets), BATCH)):
-        tb = targets[lo:lo + BATCH]
-        clf = CodeClassifier(bundle.encoder, noise, views, bundle.code_std, SEED * 1000 + k).eval()
-        s = build_sampler(PRESET, bundle, ClassCondition(clf, tb), seed=SEED * 1000 + k, eps1=eps1,
-                          robust_k=0, p_target=p_target)
-        s._evaluate = lambda z, st, need_grad, _s=s: _s.condition_gradient(z, lambda zz: zz, st, need_grad)
-        for sn in s.run(s.init(len(tb)), STEPS, 20):
-            snaps.setdefault(sn.step, []).append(sn)
-    return snaps
+    return chains(bundle, targets, every=20, eps1=eps1, robust_k=0, p_target=p_target, on_code=True,
+                  classifier_of=lambda k: CodeClassifier(bundle.encoder, noise, views, bundle.code_std,
+                                                         SEED * 1000 + k).eval())
 
 
 def by_step(snaps: dict[int, list]) -> dict[str, tuple]:

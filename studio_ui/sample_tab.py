@@ -9,7 +9,7 @@ import gradio as gr
 
 from ppgn_core.jobs import MAX_CHAINS, MAX_STEPS, SampleRequest
 from ppgn_core.plots import curve_figure
-from ppgn_core.presets import DEFAULT_CHAIN_PRESET, DEFAULT_PRESET, PRESETS, get_preset
+from ppgn_core.presets import DEFAULT_PRESET, PRESETS, default_preset, get_preset
 from ppgn_core.sampler import MAX_ROBUST_K, Control
 from ppgn_core.studio import Studio
 
@@ -40,7 +40,7 @@ def _layout(studio: Studio) -> SimpleNamespace:
                                 filterable=True, allow_custom_value=True, elem_id="sample-class")
             w.preset = gr.Dropdown([(p.title, p.name) for p in PRESETS.values()], value=DEFAULT_PRESET,
                                    label="Preset (paper variant)", elem_id="sample-preset")
-            w.about = gr.Markdown(get_preset(DEFAULT_PRESET).describe(), elem_id="preset-about")
+            w.about = gr.Markdown(preset0.describe(), elem_id="preset-about")
             w.e1 = gr.Slider(OFF, 1, value=to_log(p0.eps1), step=0.5, label="log10 ε1 — prior (−18 = off)",
                              elem_id="eps1", interactive=chain)
             w.e2 = gr.Slider(0, 10, value=p0.eps2, step=0.05, label="ε2 — condition", elem_id="eps2")
@@ -80,9 +80,10 @@ def _on_start_image(path, name):
     """A start from a photo's code needs a MALA-approx chain: uploading one while a preset that draws
     from noise is picked switches the picker to the default chain (its sliders follow), and says so."""
     if path and not get_preset(name).is_chain:
+        chain = default_preset(needs_chain=True)
         gr.Info(f"{get_preset(name).title} draws from noise; starting from the image with "
-                f"{get_preset(DEFAULT_CHAIN_PRESET).title} instead.")
-        return DEFAULT_CHAIN_PRESET
+                f"{get_preset(chain).title} instead.")
+        return chain
     return name
 
 

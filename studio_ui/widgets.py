@@ -3,22 +3,14 @@ per-session run control, and errors shown in the browser."""
 
 from __future__ import annotations
 
-import math
-
 import gradio as gr
 
+from ppgn_core.jobs import EPS_OFF_LOG as OFF  # noqa: F401 (the ε sliders' scale, shared with the app bench)
+from ppgn_core.jobs import eps_from_log as from_log  # noqa: F401
+from ppgn_core.jobs import eps_to_log as to_log  # noqa: F401
 from ppgn_core.sampler import Control
 
-OFF = -18.0  # log10 slider value meaning "exactly 0"
 GALLERY_HEIGHT = "auto"  # galleries grow with their items: no row cut in half
-
-
-def from_log(v: float) -> float:
-    return 0.0 if v <= OFF else 10.0 ** float(v)
-
-
-def to_log(v: float) -> float:
-    return OFF if v <= 0 else max(OFF + 0.5, round(math.log10(v) * 2) / 2)
 
 
 def progress(k: int, n: int, text: str) -> str:

@@ -54,7 +54,7 @@ class SamplingWorkflow:
             upd = Update(snap.step, req.steps, list(imgs), status, [list(c) for c in curves], list(steps),
                          np.concatenate(film[-12:], axis=1))
             if snap.final:
-                record = result_record(req, sampler, snaps, time.time() - t0, core.device, core.bundle)
+                record = result_record(req, sampler, snaps, time.time() - t0, core.device)
                 upd.record, upd.files, upd.final = record, self.write_files(snaps, record), True
             yield upd
 
