@@ -147,7 +147,12 @@ def cached_images(root: str | os.PathLike, size: int = 128, limit: int | None = 
     if not (img_path.exists() and lab_path.exists()):
         files = pick_files(root, limit, seed, per_class)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = img_path.with_name(img_path.name + ".tmp")
+        # each builder writes its own temporary files and moves them in whole, so that two processes
+        # that ask for the same cache at once both finish with the same complete files
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=img_path.name + ".", suffix=".tmp")
+        os.close(fd)
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
         from concurrent.futures import ThreadPoolExecutor
 
@@ -158,7 +163,10 @@ def cached_images(root: str | os.PathLike, size: int = 128, limit: int | None = 
             list(pool.map(decode, range(len(files))))
         arr.flush()
         del arr
-        np.save(lab_path, np.array([label_of(f) for f in files], dtype=np.int64))
+        fd, lab_tmp = tempfile.mkstemp(dir=cache_dir, prefix=lab_path.name + ".", suffix=".tmp")
+        with os.fdopen(fd, "wb") as out:
+            np.save(out, np.array([label_of(f) for f in files], dtype=np.int64))
+        os.replace(lab_tmp, lab_path)
         os.replace(tmp, img_path)
     images = torch.from_numpy(np.load(img_path, mmap_mode="c"))  # copy-on-write map: the file is never written
     labels = torch.from_numpy(np.load(lab_path))

@@ -474,3 +474,23 @@ def test_design_search_table_names_each_code_layer_and_g():
     assert "| block 10 [112, 8, 8] | upconv, 3.40 M |" in lines[2] and lines[2].endswith("| – | – | – |")
     assert "| pooled head [1280] | vector_upconv, 3.40 M |" in lines[3]
     assert lines[3].endswith("| 30.0% | 10.0% | 61 / 301 |")
+
+
+def test_two_builders_of_one_image_cache_at_once_both_finish(tmp_path):
+    """Two processes (here threads) that ask for the same uncached folder at once each decode it into
+    their own temporary file and move it in whole: neither fails, both see the complete cache."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ppgn_core.data import cached_images
+
+    root = tmp_path / "set"
+    for i, wnid in enumerate(("n00000001", "n00000002")):
+        (root / "train" / wnid).mkdir(parents=True)
+        for j in range(6):
+            Image.new("RGB", (64, 48), (40 * i + j, 10, 200)).save(root / "train" / wnid / f"{j}.png")
+    (root / "classes.tsv").write_text("wnid\tindex\tname\nn00000001\t3\tthree\nn00000002\t5\tfive\n")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: cached_images(root / "train", 32, cache_dir=tmp_path / "cache"), range(4)))
+    for images, labels in results:
+        assert torch.equal(images, results[0][0]) and labels.tolist() == [3] * 6 + [5] * 6
+    assert sorted(p.name.split(".")[-1] for p in (tmp_path / "cache").iterdir()) == ["npy", "npy"]  # no .tmp left
