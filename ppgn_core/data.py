@@ -149,10 +149,10 @@ def cached_images(root: str | os.PathLike, size: int = 128, limit: int | None = 
         cache_dir.mkdir(parents=True, exist_ok=True)
         # each builder writes its own temporary files and moves them in whole, so that two processes
         # that ask for the same cache at once both finish with the same complete files
-        import tempfile
+        import threading
 
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=img_path.name + ".", suffix=".tmp")
-        os.close(fd)
+        mine = f".{os.getpid()}.{threading.get_ident()}.tmp"  # unique to this builder; plain files (umask applies)
+        tmp = img_path.with_name(img_path.name + mine)
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
         from concurrent.futures import ThreadPoolExecutor
 
@@ -163,8 +163,8 @@ def cached_images(root: str | os.PathLike, size: int = 128, limit: int | None = 
             list(pool.map(decode, range(len(files))))
         arr.flush()
         del arr
-        fd, lab_tmp = tempfile.mkstemp(dir=cache_dir, prefix=lab_path.name + ".", suffix=".tmp")
-        with os.fdopen(fd, "wb") as out:
+        lab_tmp = lab_path.with_name(lab_path.name + mine)
+        with open(lab_tmp, "wb") as out:
             np.save(out, np.array([label_of(f) for f in files], dtype=np.int64))
         os.replace(lab_tmp, lab_path)
         os.replace(tmp, img_path)

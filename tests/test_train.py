@@ -493,4 +493,8 @@ def test_two_builders_of_one_image_cache_at_once_both_finish(tmp_path):
         results = list(pool.map(lambda _: cached_images(root / "train", 32, cache_dir=tmp_path / "cache"), range(4)))
     for images, labels in results:
         assert torch.equal(images, results[0][0]) and labels.tolist() == [3] * 6 + [5] * 6
-    assert sorted(p.name.split(".")[-1] for p in (tmp_path / "cache").iterdir()) == ["npy", "npy"]  # no .tmp left
+    files = list((tmp_path / "cache").iterdir())
+    assert sorted(p.name.split(".")[-1] for p in files) == ["npy", "npy"]  # no .tmp left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in files)  # plain files: readable as usual
