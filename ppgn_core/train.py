@@ -181,12 +181,17 @@ def build_code_cache(cfg: TrainConfig, encoder: LiteEncoder, device: torch.devic
         tmp_h, tmp_h1 = h_path.with_name(h_path.name + ".tmp"), h1_path.with_name(h1_path.name + ".tmp")
         hs = _open_f16(tmp_h, (2 * n, *probe_h.shape[1:]))
         h1s = _open_f16(tmp_h1, (2 * n, *probe_h1.shape[1:]))
-        for i in range(0, n, 64):
-            x = to_float(images[i: i + 64]).to(device)
-            for offset, xi in ((0, x), (n, x.flip(-1))):
-                h1, h = encoder.encode_both(xi)
-                hs[offset + i: offset + i + len(x)] = h.half().cpu().numpy()
-                h1s[offset + i: offset + i + len(x)] = h1.half().cpu().numpy()
+        from tqdm import tqdm
+
+        with tqdm(total=2 * n, desc="E's codes of the photos and their mirrors", unit="img", mininterval=20,
+                  ncols=100) as bar:  # a one-time pass of E over every photo: minutes to an hour on a CPU
+            for i in range(0, n, 64):
+                x = to_float(images[i: i + 64]).to(device)
+                for offset, xi in ((0, x), (n, x.flip(-1))):
+                    h1, h = encoder.encode_both(xi)
+                    hs[offset + i: offset + i + len(x)] = h.half().cpu().numpy()
+                    h1s[offset + i: offset + i + len(x)] = h1.half().cpu().numpy()
+                    bar.update(len(x))
         hs.flush(), h1s.flush()
         del hs, h1s
         os.replace(tmp_h, h_path)
