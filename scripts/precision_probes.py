@@ -9,6 +9,7 @@ python scripts/precision_probes.py realstart OUT.json   # chains start from real
 python scripts/precision_probes.py score OUT.json --score-dae runs/NAME [--variant start|anneal ...]
 python scripts/precision_probes.py guided OUT.json --score-dae runs/NAME|assets --guidance W [--levels 60]
         [--churn G] [--guidance-until S]
+python scripts/precision_probes.py photostart OUT.json --score-dae assets --guidance 1 --sigma-max S --levels L
 python scripts/precision_probes.py codecond OUT.json --eps1 E [--p-target P]   # C read on the code h itself
 
 ``default``: the default preset as shipped, judged at steps 0, 20, 40, 60; with ``--condition-size``
@@ -258,9 +259,27 @@ def guided(bundle, targets, args) -> dict[str, tuple]:
             for t, sn in snaps.items()}
 
 
+def photostart(bundle, targets, args) -> dict[str, tuple]:
+    """guided-ppgn-h started part-way (SDEdit, Meng et al. 2022): every chain's state is the
+    standardised code of a real training photo of another class (``real_starts``) plus noise of level
+    ``--sigma-max``, and the ``--levels`` levels run from there to σ_min. At a large enough σ this is an
+    exact draw from the training codes' noised density, where R_h's coarse levels only approximate it."""
+    bundle.score_dae = load_score_dae(bundle, args.score_dae)
+    dae = bundle.score_dae
+    preset = replace(get_preset("guided-ppgn-h"), sigma_start=args.sigma_max, sigma_end=args.sigma_min)
+    g = torch.Generator().manual_seed(SEED)
+    codes = real_starts(bundle, targets)
+    starts = dae.standardise(codes) + args.sigma_max * torch.randn(codes.shape, generator=g)
+    snaps = chains(bundle, targets, every=20, preset=preset, steps=args.levels, eps2=args.guidance,
+                   robust_k=args.robust_k, starts=starts)
+    return {("end" if t == args.levels else f"level {t}"): (torch.cat([s.image for s in sn]),
+                                                            torch.cat([s.p_class for s in sn]))
+            for t, sn in snaps.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("probe", choices=["default", "polish", "precondition", "realstart", "score", "guided", "codecond"])
+    ap.add_argument("probe", choices=["default", "polish", "precondition", "realstart", "score", "guided", "codecond", "photostart"])
     ap.add_argument("out")
     ap.add_argument("--power", type=float, default=1.0)
     ap.add_argument("--score-dae", default=None, help="run folder of a noise-conditional R_h (score)")
@@ -298,6 +317,8 @@ def main() -> None:
         judged = guided(bundle, targets, args)
     elif args.probe == "codecond":
         judged = codecond(bundle, targets, args)
+    elif args.probe == "photostart":
+        judged = photostart(bundle, targets, args)
     else:
         judged = precondition(bundle, targets, args.power)
     rows = {}
@@ -311,6 +332,9 @@ def main() -> None:
     if args.probe == "score":
         name = (f"score-{args.variant} ode{args.ode_steps} σ{args.sigma_max:g}→{args.sigma_min:g}"
                 + (f" anneal σ{args.sigma_start:g}→{args.sigma_end:g} ε1 {args.eps1:g}" if "anneal" in args.variant else ""))
+    elif args.probe == "photostart":
+        name = (f"photostart W{args.guidance:g} {args.levels} levels σ{args.sigma_max:g}→{args.sigma_min:g} "
+                f"K{args.robust_k} ({args.score_dae})")
     elif args.probe == "guided":
         name = (f"guided W{args.guidance:g} {args.levels} levels σ{args.sigma_max:g}→{args.sigma_min:g} "
                 f"K{args.robust_k}" + (f" churn {args.churn:g}" if args.churn else "")
