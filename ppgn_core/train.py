@@ -700,6 +700,9 @@ def train_dae(cfg: TrainConfig) -> dict:
             log.write(last)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             _save_dae(ckpt_path, model, opt, step, minutes_before + (time.time() - t0) / 60)
+    if last and "minutes" not in last:  # the run ended between log lines: its last row still goes in the log
+        last["minutes"] = round(minutes_before + (time.time() - t0) / 60, 3)
+        log.write(last)
     _save_dae(ckpt_path, model, opt, step, minutes_before + (time.time() - t0) / 60)
     return last
 

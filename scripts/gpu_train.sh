@@ -7,6 +7,11 @@
 #                                                 a design-search variant from scratch (e.g. NAME=b7
 #                                                 --h-block 7); its compact checkpoint comes back as
 #                                                 $OUT/NAME.safetensors (then: export --assets … --data …)
+#   scripts/gpu_train.sh rh MINUTES BATCH LR      continue the shipped noise-conditional R_h(h, σ)
+#                                                 (assets/code_score_dae.safetensors) on E's codes of the
+#                                                 carried photos; $OUT/rh/ comes back as a run folder
+#                                                 (config.json, losses.csv, checkpoint.pt without Adam's
+#                                                 state) for `python -m ppgn_core add-dae --score-hdae`
 #
 # Carried beside the repository (ignored folder .gpu/):
 #   .gpu/shard_*.zip     WebP photos of imagenet-1k-128/train (+ classes.tsv), re-encoded to fit
@@ -53,6 +58,26 @@ EOF
 fi
 
 batch=$1; lr=$2
+
+if [ "$mode" = rh ]; then  # R_h(h, σ): a small network on cached codes; E's pass over the photos is the setup
+  rm -rf "$work/rh" "$OUT/rh"
+  timeout $(( ${minutes%.*} * 60 + 300 )) python3 -m ppgn_core train hdae --data "$work/data/train" \
+    --cache "$work/cache_$key" --device "${DEVICE:-cuda}" --threads 8 --dae-arch score --dae-width 256 \
+    --dae-depth 4 --init-dae "${RH_INIT:-assets/code_score_dae.safetensors}" --batch "$batch" --lr "$lr" \
+    --steps 100000000 --max-minutes "$minutes" --log-every 200 --ckpt-every 2000 --out "$work/rh" \
+    2>&1 | tee "$OUT/rh.log" | tail -5
+  mkdir -p "$OUT/rh" && cp "$work/rh/config.json" "$work/rh/losses.csv" "$OUT/rh/"
+  python3 - "$work/rh/checkpoint.pt" "$OUT/rh/checkpoint.pt" <<'EOF2'
+import sys, torch
+ck = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+ck.pop("opt")  # Adam's moments would triple what comes back; add-dae reads the weights only
+torch.save(ck, sys.argv[2])
+print("R_h steps", ck["step"], "minutes", round(ck["minutes"], 2))
+EOF2
+  tail -3 "$OUT/rh/losses.csv"; ls -la "$OUT/rh"
+  exit 0
+fi
+
 decay=$(python3 -c "print(round($minutes * 0.35, 3))")  # lr decays over the last 35% of this call
 
 long_run() {  # RUN_DIR CHECKPOINT STOP_MINUTES LOG [TRAIN FLAGS...]: train until the run's minutes reach

@@ -126,6 +126,17 @@ def test_dae_training_lowers_loss(tiny_folder, tmp_path, kind):
     assert last < first, (first, last)
 
 
+def test_a_dae_run_stopped_by_its_minutes_between_log_lines_still_logs_its_last_step(tiny_folder, tmp_path):
+    """`add-dae` puts the log's last row in the model card: a run that ran out of minutes before its
+    next log line must still end its log at the step its checkpoint holds."""
+    cfg = _cfg(tiny_folder, tmp_path / "s", kind="hdae", steps=10 ** 6, batch=8, dae_arch="score", dae_width=8,
+               dae_depth=1, log_every=10 ** 6, max_minutes=0.01)
+    run(cfg)
+    step = torch.load(tmp_path / "s" / "checkpoint.pt", weights_only=True)["step"]
+    rows = list(csv.DictReader(open(tmp_path / "s" / "losses.csv")))
+    assert step > 0 and int(rows[-1]["step"]) == step and float(rows[-1]["minutes"]) > 0
+
+
 def test_conv_code_dae_trains_through_the_loop_and_reloads(tiny_folder, tmp_path):
     from ppgn_core.nets.daes import ConvCodeDAE, build_code_dae
 
