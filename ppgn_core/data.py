@@ -129,6 +129,14 @@ def to_float(images_u8: torch.Tensor) -> torch.Tensor:
     return images_u8.float().div_(255.0)
 
 
+def builder_tmp(path: Path) -> Path:
+    """Where this builder (process and thread) writes a cache file before moving it in whole with
+    ``os.replace``: two builders of one cache at once each finish with the same complete file."""
+    import threading
+
+    return path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
 def cached_images(root: str | os.PathLike, size: int = 128, limit: int | None = None, seed: int = 0,
                   per_class: int | None = None, cache_dir: str | os.PathLike | None = None,
                   ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,12 +155,7 @@ def cached_images(root: str | os.PathLike, size: int = 128, limit: int | None = 
     if not (img_path.exists() and lab_path.exists()):
         files = pick_files(root, limit, seed, per_class)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        # each builder writes its own temporary files and moves them in whole, so that two processes
-        # that ask for the same cache at once both finish with the same complete files
-        import threading
-
-        mine = f".{os.getpid()}.{threading.get_ident()}.tmp"  # unique to this builder; plain files (umask applies)
-        tmp = img_path.with_name(img_path.name + mine)
+        tmp = builder_tmp(img_path)
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
         from concurrent.futures import ThreadPoolExecutor
 
@@ -163,7 +166,7 @@ def cached_images(root: str | os.PathLike, size: int = 128, limit: int | None = 
             list(pool.map(decode, range(len(files))))
         arr.flush()
         del arr
-        lab_tmp = lab_path.with_name(lab_path.name + mine)
+        lab_tmp = builder_tmp(lab_path)
         with open(lab_tmp, "wb") as out:
             np.save(out, np.array([label_of(f) for f in files], dtype=np.int64))
         os.replace(lab_tmp, lab_path)

@@ -39,7 +39,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import IMAGENET_1K_ROOT, cached_images, load_folder, to_float
+from .data import IMAGENET_1K_ROOT, builder_tmp, cached_images, load_folder, to_float
 from .nets.classifiers import LiteEncoder, load_efficientnet_lite
 from .nets.daes import ConvCodeDAE, ConvImageDAE, MLPCodeDAE, NoiseConditionalCodeDAE
 from .nets.generators import Discriminator, LaplacianGenerator, build_generator
@@ -178,7 +178,7 @@ def build_code_cache(cfg: TrainConfig, encoder: LiteEncoder, device: torch.devic
             raise RuntimeError("code cache missing on a non-zero rank (rank 0 builds it first)")
         n = len(images)
         probe_h1, probe_h = encoder.encode_both(to_float(images[:1]).to(device))
-        tmp_h, tmp_h1 = h_path.with_name(h_path.name + ".tmp"), h1_path.with_name(h1_path.name + ".tmp")
+        tmp_h, tmp_h1 = builder_tmp(h_path), builder_tmp(h1_path)
         hs = _open_f16(tmp_h, (2 * n, *probe_h.shape[1:]))
         h1s = _open_f16(tmp_h1, (2 * n, *probe_h1.shape[1:]))
         from tqdm import tqdm
@@ -678,9 +678,10 @@ def train_dae(cfg: TrainConfig) -> dict:
                                                  "model": model.config(), **init}, indent=2))
     log = CsvLog(out / "losses.csv", DAE_FIELDS)
     t0 = time.time()
+    minutes_now = lambda: minutes_before + (time.time() - t0) / 60  # noqa: E731 (this run's, resumes included)
     last: dict = {}
     while step < cfg.steps:
-        if cfg.max_minutes is not None and minutes_before + (time.time() - t0) / 60 >= cfg.max_minutes:
+        if cfg.max_minutes is not None and minutes_now() >= cfg.max_minutes:
             break
         gen = _step_generator(cfg.seed, step, 0)
         idx = torch.randint(0, len(data), (cfg.batch,), generator=gen)
@@ -696,14 +697,14 @@ def train_dae(cfg: TrainConfig) -> dict:
         step += 1
         last = {"step": step, "loss": loss.item(), "loss_noisy_baseline": baseline.item()}
         if step % cfg.log_every == 0 or step == cfg.steps:
-            last["minutes"] = round(minutes_before + (time.time() - t0) / 60, 3)
+            last["minutes"] = round(minutes_now(), 3)
             log.write(last)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            _save_dae(ckpt_path, model, opt, step, minutes_before + (time.time() - t0) / 60)
+            _save_dae(ckpt_path, model, opt, step, minutes_now())
     if last and "minutes" not in last:  # the run ended between log lines: its last row still goes in the log
-        last["minutes"] = round(minutes_before + (time.time() - t0) / 60, 3)
+        last["minutes"] = round(minutes_now(), 3)
         log.write(last)
-    _save_dae(ckpt_path, model, opt, step, minutes_before + (time.time() - t0) / 60)
+    _save_dae(ckpt_path, model, opt, step, minutes_now())
     return last
 
 

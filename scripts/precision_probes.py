@@ -247,13 +247,18 @@ def score(bundle, targets, args) -> dict[str, tuple]:
     return by_step(snaps)
 
 
-def guided(bundle, targets, args) -> dict[str, tuple]:
-    """The shipped guided-ppgn-h sampler with a run's noise-conditional R_h and guidance ``W``."""
-    bundle.score_dae = load_score_dae(bundle, args.score_dae)
+def guided(bundle, targets, args, start_codes: torch.Tensor | None = None) -> dict[str, tuple]:
+    """The shipped guided-ppgn-h sampler with a run's noise-conditional R_h and guidance ``W``; with
+    ``start_codes``, every chain starts from that code (standardised) plus noise of level ``--sigma-max``."""
+    dae = bundle.score_dae = load_score_dae(bundle, args.score_dae)
     preset = replace(get_preset("guided-ppgn-h"), sigma_start=args.sigma_max, sigma_end=args.sigma_min,
                      churn=args.churn, guidance_until=args.guidance_until)
+    starts = None
+    if start_codes is not None:
+        noise = torch.randn(start_codes.shape, generator=torch.Generator().manual_seed(SEED))
+        starts = dae.standardise(start_codes) + args.sigma_max * noise
     snaps = chains(bundle, targets, every=20, preset=preset, steps=args.levels, eps2=args.guidance,
-                   robust_k=args.robust_k)
+                   robust_k=args.robust_k, starts=starts)
     return {("end" if t == args.levels else f"level {t}"): (torch.cat([s.image for s in sn]),
                                                             torch.cat([s.p_class for s in sn]))
             for t, sn in snaps.items()}
@@ -264,17 +269,7 @@ def photostart(bundle, targets, args) -> dict[str, tuple]:
     standardised code of a real training photo of another class (``real_starts``) plus noise of level
     ``--sigma-max``, and the ``--levels`` levels run from there to σ_min. At a large enough σ this is an
     exact draw from the training codes' noised density, where R_h's coarse levels only approximate it."""
-    bundle.score_dae = load_score_dae(bundle, args.score_dae)
-    dae = bundle.score_dae
-    preset = replace(get_preset("guided-ppgn-h"), sigma_start=args.sigma_max, sigma_end=args.sigma_min)
-    g = torch.Generator().manual_seed(SEED)
-    codes = real_starts(bundle, targets)
-    starts = dae.standardise(codes) + args.sigma_max * torch.randn(codes.shape, generator=g)
-    snaps = chains(bundle, targets, every=20, preset=preset, steps=args.levels, eps2=args.guidance,
-                   robust_k=args.robust_k, starts=starts)
-    return {("end" if t == args.levels else f"level {t}"): (torch.cat([s.image for s in sn]),
-                                                            torch.cat([s.p_class for s in sn]))
-            for t, sn in snaps.items()}
+    return guided(bundle, targets, args, start_codes=real_starts(bundle, targets))
 
 
 def main() -> None:

@@ -79,12 +79,12 @@ def _on_preset(name):
 def _on_start_image(path, name):
     """A start from a photo's code needs a MALA-approx chain: uploading one while a preset that draws
     from noise is picked switches the picker to the default chain (its sliders follow), and says so."""
-    if path and not get_preset(name).is_chain:
-        chain = default_preset(needs_chain=True)
-        gr.Info(f"{get_preset(name).title} draws from noise; starting from the image with "
-                f"{get_preset(chain).title} instead.")
-        return chain
-    return name
+    picked = get_preset(name)
+    if not path or picked.is_chain:
+        return name
+    chain = default_preset(needs_chain=True)
+    gr.Info(f"{picked.title} draws from noise; starting from the image with {get_preset(chain).title} instead.")
+    return chain
 
 
 def _live(state, e1, e2, e3, lr):
