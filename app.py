@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if __name__ == "__main__":
     # Run as a program, the app is never inside a notebook: keep gradio from importing IPython for its
     # notebook support (every such import in gradio is guarded by ImportError). About 0.5 s of the start
-    # here (README, eleventh session); inside a notebook, where IPython is already imported, nothing changes.
+    # here (reports/bench.json, "app"); inside a notebook, where IPython is already imported, nothing changes.
     sys.modules.setdefault("IPython", None)
 
 import gradio as gr  # noqa: E402

@@ -150,6 +150,26 @@ def speedups(bundle: ModelBundle, preset: str = "noiseless-joint-ppgn-h", chains
     return out
 
 
+#: the presets whose time to a picture is reported: the default, and the default before the latent diffusion prior
+PICTURE_PRESETS = (DEFAULT_PRESET, "guided-ppgn-h")
+
+
+def time_to_picture(bundle: ModelBundle, preset: str, chains: int, repeats: int = 3, device: str = "cpu") -> dict:
+    """Seconds for a whole run of ``preset`` at its own number of steps (noise levels), from noise to the
+    final images, for ``chains`` chains: median, min and max of ``repeats`` runs after a warm-up."""
+    steps = PRESETS[preset].steps
+    cond = ClassCondition(bundle.classifier, 980)
+    runs = []
+    for r in range(repeats + 1):
+        s = build_sampler(preset, bundle, cond, seed=r)
+        t0 = time.perf_counter()
+        list(s.run(s.init(chains, device), steps, snapshot_every=10 ** 9))
+        if r:  # the first run warms up
+            runs.append(time.perf_counter() - t0)
+    return {"steps": steps, "median_s": round(statistics.median(runs), 2), "min_s": round(min(runs), 2),
+            "max_s": round(max(runs), 2), "runs": len(runs)}
+
+
 def robust_cost(bundle: ModelBundle, preset: str = DEFAULT_PRESET, ks: tuple[int, ...] = (0, 1, 2, 4),
                 chains_list: tuple[int, ...] = (1, 8), steps: int = 5, repeats: int = 3, device: str = "cpu") -> dict:
     """ms/step of ``preset`` with the robust condition over K views (K = 0: off), per chain count:
@@ -175,6 +195,8 @@ def run_bench(bundle: ModelBundle, device: str = "cpu", presets: list[str] | Non
         for p in presets:
             result["ms_per_step"].setdefault(p, {})[str(chains)] = time_steps(bundle, p, chains, steps, repeats,
                                                                              device)
+    result["time_to_picture"] = {p: {str(n): time_to_picture(bundle, p, n, repeats, device) for n in (1, 4)}
+                                 for p in PICTURE_PRESETS if p in presets}
     result["speedups"] = speedups(bundle, chains_list=chains_list, steps=steps, repeats=repeats, device=device)
     result["robust_condition"] = robust_cost(bundle, chains_list=chains_list, steps=steps, repeats=repeats,
                                              device=device)
@@ -240,6 +262,18 @@ def app_ms_per_step(client, chains: int, steps: int = 30, preset: str = DEFAULT_
     return (time.time() - t_first) * 1000 / steps
 
 
+def app_time_to_picture(client, preset: str, chains: int = 4) -> float:
+    """Seconds from pressing Run (Sample tab, the preset as its sliders show it, its own step count) to
+    the run's last update: the whole picture as a user waits for it, streaming and files included."""
+    t0 = time.time()
+    job = client.submit(*sample_tab_args(preset, PRESETS[preset].steps, chains), api_name="/sample")
+    for _ in job:
+        pass
+    while not job.done():
+        time.sleep(0.01)
+    return time.time() - t0
+
+
 def bench_app(bundle: str = "default", repeats: int = 3, out: Path | None = Path("reports/bench.json"),
               chains_list: tuple[int, ...] = (1, 4, 8), steps: int = 30) -> dict:
     """Seconds from ``python app.py`` to serving, and from pressing Run (Sample tab, 4 chains) to the
@@ -249,7 +283,7 @@ def bench_app(bundle: str = "default", repeats: int = 3, out: Path | None = Path
 
     from .nets.registry import load_bundle
 
-    ready, first, app_ms = [], [], {}
+    ready, first, app_ms, picture = [], [], {}, {}
     for rep in range(repeats):
         proc, url, t_ready = launch_app(bundle)
         try:
@@ -257,6 +291,7 @@ def bench_app(bundle: str = "default", repeats: int = 3, out: Path | None = Path
             c = Client(url, verbose=False)
             if rep == 0:
                 app_ms = {str(n): round(app_ms_per_step(c, n, steps), 1) for n in chains_list}
+                picture = {p: round(app_time_to_picture(c, p, 4), 2) for p in PICTURE_PRESETS}
             for _ in range(2):
                 t0 = time.time()
                 job = c.submit(*sample_tab_args(DEFAULT_PRESET, 30, 4), api_name="/sample")
@@ -273,7 +308,10 @@ def bench_app(bundle: str = "default", repeats: int = 3, out: Path | None = Path
     engine = load_bundle(bundle) if bundle == "default" else load_bundle("tiny")
     # the engine with the app runs' own settings: the default preset as its sliders show it
     engine_ms = {str(n): time_steps(engine, DEFAULT_PRESET, n, 5, 3, "cpu")["median_ms"] for n in chains_list}
-    res = {"bundle": bundle, "sample_ms_per_step": {"app": app_ms, "engine": engine_ms,
+    res = {"bundle": bundle,
+           "time_to_picture_4_chains_s": {**picture, "note": "from Run to the run's last update through "
+                                                             "gradio_client, each preset at its own step count"},
+           "sample_ms_per_step": {"app": app_ms, "engine": engine_ms,
                                                     "note": f"{steps} steps of {DEFAULT_PRESET} with its own settings "
                                                             "(robust condition included); app: from the "
                                                             "first to the last streamed update through gradio_client "

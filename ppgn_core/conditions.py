@@ -131,6 +131,12 @@ class MultiCondition(Condition):
         return list(self._parts)
 
 
+def class_labels(condition: Condition) -> torch.Tensor | None:
+    """The class (one, or one per chain) that a class-conditional prior may be told: that of a plain class
+    condition; None for hidden units, several weighted targets, or anything else."""
+    return condition.classes.clone() if isinstance(condition, ClassCondition) else None
+
+
 class RealismCondition:
     """log p(real|x) = log σ(D(x)) under the GAN discriminator D that was trained beside G: a second
     expert in the product (Eq. 2), with y = "a real photo" instead of a class. Not in the paper's
@@ -308,9 +314,26 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_\-']+", " ", name.strip().lower()).strip()
 
 
+@functools.lru_cache(maxsize=1)
+def imagenet_lemmas() -> tuple[tuple[str, ...], ...]:
+    """Every WordNet name of each ImageNet-1k class, in class order ("beacon", "lighthouse", "beacon
+    light", "pharos" for class 437), from ``imagenet_lemmas.tsv`` beside this module."""
+    from pathlib import Path
+
+    rows: dict[int, tuple[str, ...]] = {}
+    for line in (Path(__file__).with_name("imagenet_lemmas.tsv")).read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        index, _wnid, lemmas = line.split("\t")
+        rows[int(index)] = tuple(x.strip() for x in lemmas.split(",") if x.strip())
+    return tuple(rows[i] for i in range(len(rows)))
+
+
 def class_index(name_or_index: str | int, categories: list[str] | None = None) -> int:
-    """Resolve a class given by index ("980", 980) or name ("Volcano", "golf_ball"), forgiving
-    case and spaces. Unknown names raise ValueError with the closest names."""
+    """Resolve a class given by index ("980", 980), name ("Volcano", "golf_ball") or any WordNet name of
+    the class ("lighthouse", "pharos": class 437, "beacon"), forgiving case, spaces and underscores.
+    A WordNet name shared by several classes raises ValueError naming them; an unknown name raises
+    ValueError with the closest names."""
     cats = categories or imagenet_categories()
     if isinstance(name_or_index, int) or (isinstance(name_or_index, str) and name_or_index.strip().isdigit()):
         i = int(name_or_index)
@@ -327,6 +350,17 @@ def class_index(name_or_index: str | int, categories: list[str] | None = None) -
     for i, n in enumerate(normed):
         if n.replace(" ", "") == squashed:
             return i
-    close = difflib.get_close_matches(key, normed, n=5, cutoff=0.5)
-    hint = f"; closest: {', '.join(repr(cats[normed.index(c)]) for c in close)}" if close else ""
+    lemmas = imagenet_lemmas() if len(cats) == 1000 else ()
+    hits = [i for i, names in enumerate(lemmas) if any(_norm(x).replace(" ", "") == squashed for x in names)]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise ValueError(f"{name_or_index!r} names {len(hits)} classes: "
+                         + ", ".join(f"{i} ({cats[i]}: {', '.join(lemmas[i])})" for i in hits))
+    by_name = {c: cats[i] for i, c in enumerate(normed)}
+    by_name.update({_norm(x): f"{cats[i]}" for i, names in enumerate(lemmas) for x in names
+                    if _norm(x) not in by_name})
+    close = difflib.get_close_matches(key, list(by_name), n=5, cutoff=0.5)
+    shown = list(dict.fromkeys(by_name[c] for c in close))
+    hint = f"; closest: {', '.join(repr(c) for c in shown)}" if shown else ""
     raise ValueError(f"unknown class {name_or_index!r}{hint}")

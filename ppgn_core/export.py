@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 
 from .nets.registry import ASSETS, CARD_NAME, load_bundle, read_card, sha256_of
+from .storage import StagedFiles, load_torch_checkpoint
 
 IMAGENETTE_NOTE = ("Imagenette (fast.ai): 9,469 ImageNet (ILSVRC 2012) training photos of 10 classes, "
                    "128×128, plus their mirror images; non-commercial research and education terms of ImageNet.")
@@ -57,16 +58,17 @@ def generator_source(path: str | Path) -> RunSource:
         return RunSource(ck["meta"], ck["G"], ck["D"], ck["step"], ck["minutes"], ck["meta"].get("last_losses", {}),
                          ck["images"])
     meta = json.loads((path / "config.json").read_text())
-    ck = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
+    ck = load_torch_checkpoint(path / "checkpoint.pt", ("G", "step", "minutes"))
     return RunSource(meta, _strip(ck["G"]), _strip(ck.get("D", {})), int(ck["step"]), float(ck["minutes"]),
                      _last_row(path / "losses.csv"), ck.get("images"))
 
 
-def discriminator_entry(state: dict[str, torch.Tensor], assets: Path, in_size: int) -> tuple[dict, dict]:
+def discriminator_entry(state: dict[str, torch.Tensor], assets: Path, in_size: int,
+                        stage: StagedFiles) -> tuple[dict, dict]:
     """Save D (fp16) beside G; returns its files entry and its model-card section. D is shipped for
     the sampler's optional realism term (``StepSettings.realism``)."""
     widths = [int(state[f"features.{2 * i}.weight"].shape[0]) for i in range(len(state) // 2 - 1)]
-    entry = _save_fp16(state, Path(assets) / "discriminator.safetensors")
+    entry = _save_fp16(state, Path(assets) / "discriminator.safetensors", stage)
     section = {"config": {"in_size": in_size, "widths": widths},
                "parameters": sum(v.numel() for v in state.values()),
                "note": "the sampler's realism term reads "
@@ -88,18 +90,25 @@ def add_discriminator(source: str | Path, assets: Path = ASSETS) -> dict:
     g_file = load_file(str(assets / card["files"]["generator"]["file"]))
     if any(not torch.equal(g_state[k].half(), g_file[k]) for k in g_file):
         raise ValueError(f"the G in {source} is not the shipped G: its D would not match it")
-    card["files"]["discriminator"], card["discriminator"] = discriminator_entry(
-        state, assets, int(card["generator"]["config"]["out_size"]))
-    (assets / CARD_NAME).write_text(json.dumps(card, indent=2))
-    write_card_markdown(card, assets / "MODEL_CARD.md")
+    with StagedFiles() as stage:
+        card["files"]["discriminator"], card["discriminator"] = discriminator_entry(
+            state, assets, int(card["generator"]["config"]["out_size"]), stage)
+        _write_card(card, assets, stage)
     return card
 
 
-def _save_fp16(state: dict[str, torch.Tensor], path: Path) -> dict:
+def _save_fp16(state: dict[str, torch.Tensor], path: Path, stage: StagedFiles) -> dict:
+    """Write ``state`` as fp16 safetensors to ``path`` through ``stage`` (moved in when the export commits)."""
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().half().contiguous() for k, v in state.items()}, str(path))
-    return {"file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size}
+    tmp = stage.write(path, lambda t: save_file({k: v.detach().half().contiguous() for k, v in state.items()}, str(t)))
+    return {"file": path.name, "sha256": sha256_of(tmp), "bytes": tmp.stat().st_size}
+
+
+def _write_card(card: dict, assets: Path, stage: StagedFiles) -> None:
+    """The model card, JSON and Markdown, through ``stage``."""
+    stage.write_text(assets / CARD_NAME, json.dumps(card, indent=2))
+    stage.write_text(assets / "MODEL_CARD.md", card_markdown(card))
 
 
 def _strip(state: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
@@ -153,7 +162,7 @@ DAE_KINDS = ("code_dae", "code_score_dae", "image_dae")  # R_h, R_h(h, σ), R_x
 
 
 def _add_daes(card: dict, files: dict, previous: dict, assets: Path, hdae_run: str | None,
-              xdae_run: str | None, score_hdae_run: str | None = None) -> None:
+              xdae_run: str | None, score_hdae_run: str | None, stage: StagedFiles) -> None:
     """R_h, R_h(h, σ) and R_x into ``assets`` and the card: from their training runs, or the shipped
     ones kept."""
     runs = {"code_dae": hdae_run, "code_score_dae": score_hdae_run, "image_dae": xdae_run}
@@ -165,12 +174,12 @@ def _add_daes(card: dict, files: dict, previous: dict, assets: Path, hdae_run: s
             continue
         rdir = Path(run_dir)
         meta = json.loads((rdir / "config.json").read_text())
-        ck = torch.load(rdir / "checkpoint.pt", map_location="cpu", weights_only=True)
+        ck = load_torch_checkpoint(rdir / "checkpoint.pt", ("model", "step", "minutes"))
         if kind == "code_score_dae" and meta["model"].get("arch") != "noise_conditional_code_dae":
             raise ValueError(f"{run_dir} is not a noise-conditional R_h (train hdae --dae-arch score)")
         shipped = card.get(kind) or previous.get(kind)
         shipped_sha = (files.get(kind) or previous.get("files", {}).get(kind) or {}).get("sha256")
-        files[kind] = _save_fp16(ck["model"], assets / f"{kind}.safetensors")
+        files[kind] = _save_fp16(ck["model"], assets / f"{kind}.safetensors", stage)
         card[kind] = {"config": meta["model"], "sigma": meta["sigma"], "steps": int(ck["step"]),
                       "wall_minutes": round(float(ck["minutes"]), 1),
                       "final_losses": _last_row(rdir / "losses.csv"),
@@ -190,9 +199,39 @@ def add_daes(assets: Path = ASSETS, hdae_run: str | None = None, xdae_run: str |
     assets = Path(assets)
     card = read_card(assets)
     files = card["files"]
-    _add_daes(card, files, {}, assets, hdae_run, xdae_run, score_hdae_run)
-    (assets / CARD_NAME).write_text(json.dumps(card, indent=2))
-    write_card_markdown(card, assets / "MODEL_CARD.md")
+    with StagedFiles() as stage:
+        _add_daes(card, files, {}, assets, hdae_run, xdae_run, score_hdae_run, stage)
+        _write_card(card, assets, stage)
+    check_bundle_loads(assets)
+    return card
+
+
+def add_code_diffusion(source: str | Path, assets: Path = ASSETS, note: str | None = None) -> dict:
+    """Ship the EMA weights of a latent diffusion prior run (its folder or its compact checkpoint) beside
+    G and record it in the model card; the prior is fitted to G's code, which it does not change."""
+    from .storage import load_torch_checkpoint as _load
+    from .training.diffusion import load_compact
+
+    assets, source = Path(assets), Path(source)
+    card = read_card(assets)
+    if source.suffix == ".safetensors":
+        ck = load_compact(source)
+        ema, network, step, minutes, losses = ck["ema"], ck["network"], ck["step"], ck["minutes"], {}
+    else:
+        ck = _load(source / "checkpoint.pt", ("ema", "step", "minutes"))
+        meta = json.loads((source / "config.json").read_text())
+        ema, network, step, minutes = ck["ema"], meta["network"], int(ck["step"]), float(ck["minutes"])
+        losses = _last_row(source / "losses.csv")
+    if list(network["code_shape"]) != list(card["code"]["shape"]):
+        raise ValueError(f"the prior was trained on codes of shape {network['code_shape']}, the bundle's code is "
+                         f"{card['code']['shape']}")
+    with StagedFiles() as stage:
+        card["files"]["code_diffusion"] = _save_fp16(ema, assets / "code_diffusion.safetensors", stage)
+        card["code_diffusion"] = {"config": network, "steps": step, "wall_minutes": round(minutes, 1),
+                                  "final_losses": losses, "weights": "EMA",
+                                  "parameters": sum(v.numel() for k, v in ema.items() if k not in ("mean", "std")),
+                                  **({"note": note} if note else {})}
+        _write_card(card, assets, stage)
     check_bundle_loads(assets)
     return card
 
@@ -221,14 +260,25 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
         gcfg["cache"] = cache
     if not Path(gcfg["data"]).is_dir():
         raise FileNotFoundError(f"the run's training photos are not here: {gcfg['data']} (name them with --data)")
-    files: dict = {"generator": _save_fp16(g_state, assets / "generator.safetensors")}
+    with StagedFiles() as stage:  # a fault on the way (a full disk) leaves the old assets as they were
+        card = _export_card(gmeta, gcfg, g_state, d_state, g_step, g_minutes, g_losses, assets, stage, hdae_run,
+                            xdae_run, score_hdae_run, metrics, note, extends_shipped_run)
+        _write_card(card, assets, stage)
+    return card
+
+
+def _export_card(gmeta: dict, gcfg: dict, g_state: dict, d_state: dict, g_step: int, g_minutes: float,
+                 g_losses: dict, assets: Path, stage: StagedFiles, hdae_run, xdae_run, score_hdae_run, metrics,
+                 note, extends_shipped_run: bool) -> dict:
+    """Every weights file of an export written through ``stage``, and the card that lists them."""
+    files: dict = {"generator": _save_fp16(g_state, assets / "generator.safetensors", stage)}
     from .nets.classifiers import LiteEncoder, load_efficientnet_lite
     from .train import TrainConfig, build_code_cache
 
     cfg = TrainConfig(**{k: v for k, v in gcfg.items() if k in TrainConfig.__dataclass_fields__})
     cache = build_code_cache(cfg, LiteEncoder(load_efficientnet_lite(cfg.encoder), cfg.h_block, cfg.h1_block,
                                               cfg.size), torch.device("cpu"))
-    files["code_stats"] = _save_fp16(code_stats_of(cache.h), assets / "code_stats.safetensors")
+    files["code_stats"] = _save_fp16(code_stats_of(cache.h), assets / "code_stats.safetensors", stage)
     hs = gmeta["h_stats"]
     h1_mean_abs = gmeta["h1_mean_abs"]
     card: dict = {
@@ -255,12 +305,12 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
         "files": files,
     }
     if d_state:
-        files["discriminator"], card["discriminator"] = discriminator_entry(d_state, assets, gcfg["size"])
+        files["discriminator"], card["discriminator"] = discriminator_entry(d_state, assets, gcfg["size"], stage)
     previous = json.loads((assets / CARD_NAME).read_text()) if (assets / CARD_NAME).exists() else {}
     same_g = previous.get("files", {}).get("generator", {}).get("sha256") == files["generator"]["sha256"]
     _record_lineage(card["generator"], previous, same_g, extends_shipped_run, bool(gcfg.get("init_generator")),
                     g_step, g_minutes)
-    _add_daes(card, files, previous, assets, hdae_run, xdae_run, score_hdae_run)
+    _add_daes(card, files, previous, assets, hdae_run, xdae_run, score_hdae_run, stage)
     if note:
         card["generator"]["note"] = note
     elif same_g and previous["generator"].get("note"):
@@ -271,8 +321,8 @@ def export(generator_run: str, hdae_run: str | None = None, xdae_run: str | None
         card["metrics"] = previous["metrics"]
     if same_g and "design_search" in previous:
         card["design_search"] = previous["design_search"]
-    (assets / CARD_NAME).write_text(json.dumps(card, indent=2))
-    write_card_markdown(card, assets / "MODEL_CARD.md")
+    if "code_diffusion" in previous.get("files", {}) and (assets / previous["files"]["code_diffusion"]["file"]).exists():
+        files["code_diffusion"], card["code_diffusion"] = previous["files"]["code_diffusion"], previous["code_diffusion"]
     return card
 
 
@@ -285,8 +335,8 @@ def write_metrics(metrics: dict | None = None, assets: Path = ASSETS, design_sea
         card["metrics"] = metrics
     if design_search is not None:
         card["design_search"] = design_search
-    (assets / CARD_NAME).write_text(json.dumps(card, indent=2))
-    write_card_markdown(card, assets / "MODEL_CARD.md")
+    with StagedFiles() as stage:
+        _write_card(card, assets, stage)
     return card
 
 
@@ -297,7 +347,7 @@ def code_layer(h_block: int, code_shape: list[int]) -> str:
 
 
 def design_search_table(variants: dict) -> list[str]:
-    """The design-search table (``scripts/design_search.py``) as Markdown lines: each variant's
+    """The design-search table (``experiments/design_search.py``) as Markdown lines: each variant's
     G, its reconstructions under the robust judge and, where measured, its samples' figures and
     the default preset's ms/step."""
     def pct(x):
@@ -319,6 +369,12 @@ def design_search_table(variants: dict) -> list[str]:
 
 
 def write_card_markdown(card: dict, path: Path) -> None:
+    with StagedFiles() as stage:
+        stage.write_text(path, card_markdown(card))
+
+
+def card_markdown(card: dict) -> str:
+    """The model card as Markdown (MODEL_CARD.md)."""
     g = card["generator"]
     lines = [
         "# PPGN Studio default models", "",
@@ -351,12 +407,18 @@ def write_card_markdown(card: dict, path: Path) -> None:
                       + (f", continuing {d['continued_from']['steps']} earlier steps ({d['continued_from']['wall_minutes']} "
                          f"minutes): {d['steps_total']} steps, {d['wall_minutes_total']} minutes in all" if "continued_from" in d else "")
                       + f". Final: `{json.dumps(d['final_losses'])}`", ""]
+    if "code_diffusion" in card:
+        d = card["code_diffusion"]
+        lines += [f"**Latent diffusion prior D(h; σ, y) (ldm-ppgn-h).** {d['config']}, {d['parameters'] / 1e6:.2f} M "
+                  f"parameters, EDM denoiser with label dropout (p(h) and p(h|y) in one network), {d['weights']} "
+                  f"weights after {d['steps']} steps in {d['wall_minutes']} minutes"
+                  + (f". {d['note']}" if d.get("note") else "") + ".", ""]
     if "discriminator" in card:
         d = card["discriminator"]
         lines += [f"**Discriminator D.** strided convolutions with widths {d['config']['widths']}, "
                   f"{d['parameters'] / 1e6:.2f} M parameters, trained beside G; {d['note']}.", ""]
     if "design_search" in card:
-        lines += ["## Design search (`scripts/design_search.py`: reconstructions G(E(x)) of unseen val photos)", "",
+        lines += ["## Design search (`experiments/design_search.py`: reconstructions G(E(x)) of unseen val photos)", "",
                   card["design_search"].get("val_set", ""), "",
                   *design_search_table(card["design_search"]["variants"]),
                   "", card["design_search"].get("note", ""), ""]
@@ -367,7 +429,7 @@ def write_card_markdown(card: dict, path: Path) -> None:
     lines += ["## Files", "", "| file | bytes | SHA-256 |", "|---|---|---|"]
     for f in card["files"].values():
         lines.append(f"| {f['file']} | {f['bytes']:,} | `{f['sha256']}` |")
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def check_bundle_loads(assets: Path = ASSETS) -> None:

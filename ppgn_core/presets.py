@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .conditions import Condition, InpaintContext, RealismCondition
+from .conditions import Condition, InpaintContext, RealismCondition, class_labels
 from .nets.registry import ModelBundle
 from .priors import AnnealedDAEPrior, DAEPrior, GaussianPrior, ImagePrior, JointPrior, NoPrior, Prior
 from .sampler import Control, GuidedDenoisingSampler, Sampler, StepSettings
@@ -42,6 +42,10 @@ class Preset:
     sampler: str = "mala"  # "mala": MALA-approx (Eq. 5); "guided": guided denoising of R_h(h, σ) from σ_start to σ_end
     churn: float = 0.0  # "guided": fresh noise raising σ to σ(1 + churn) before each level (0 = the deterministic ODE)
     guidance_until: float = 0.0  # "guided": the condition steers only while σ ≥ this
+    code_prior: str = "score_dae"  # "guided": R_h(h, σ) ("score_dae") or the latent diffusion prior ("code_diffusion")
+    solver: str = "euler"  # "guided": euler | heun | dpmpp2m
+    cfg_scale: float = 0.0  # "guided" on the diffusion prior: classifier-free guidance toward the class (0: p(h))
+    steps: int = 60  # the steps (noise levels, for "guided") a run takes unless told otherwise
     note: str = ""
 
     def settings(self, **overrides) -> StepSettings:
@@ -75,6 +79,9 @@ class Preset:
             step = f"one step per noise level σ {self.sigma_start:g} → {self.sigma_end:g}, guidance ε2·σ"
             step += f" while σ ≥ {self.guidance_until:g}" if self.guidance_until > 0 else ""
             step += f", churn {self.churn:g}" if self.churn > 0 else ""
+            if self.code_prior == "code_diffusion":
+                step += f", latent diffusion prior, {self.solver} solver"
+                step += f", classifier-free guidance {self.cfg_scale:g}" if self.cfg_scale > 0 else ""
         elif self.step_form == "eq5":
             step = "Eq. 5 as written (no step size)"
         else:
@@ -108,13 +115,22 @@ DEFAULT_ROBUST_K = 2
 #: confirmed on the 110-class set over 3 seeds (robust top-1 50.8% against 42.6%, paired sign test
 #: p = 0.0001; reports/paired_110_stop_vs_default.md), at a cost in precision (13.4% against 18.6%).
 DEFAULT_P_TARGET = 0.999
-#: ε1 of PPGN-h with the convolutional R_h (sixth session): the best robust top-1 at step 60 of
+#: ε1 of PPGN-h with the convolutional R_h: the best robust top-1 at step 60 of
 #: ε1 ∈ {1e-4, 3e-4, 1e-3, 3e-3} on 32 held-out classes with the default's step, robust condition and
 #: stopping rule (reports/tuning/rh_prior_1k_g2.json): 65.6% robust, precision 28.1%, against 60.9% and
 #: 15.6% for Noiseless Joint PPGN-h on the same classes and starts.
 RH_EPS1 = 1e-4
 #: guided-ppgn-h: how far, in units of the noise level σ, the condition moves each level's denoised code
 GUIDANCE = 1.0
+
+#: ldm-ppgn-h: the prior's own classifier-free guidance toward the class, beside C's guidance. On 32 held-out
+#: classes at 20 levels (reports/prior/guidance_choices.json) w = 2 gave the best robust top-1 (78% against
+#: 69% at w = 1 and 56% at w = 0) at the same precision (28%); the prior's class alone, without C, drew
+#: nothing of the class (robust top-1 0% at w = 1 and 3): its class embedding has not learned the classes yet.
+LDM_CFG = 2.0
+#: ldm-ppgn-h's noise levels: the fewest within noise of the best robust top-1 of 10, 15, 20, 30 and 60 levels on
+#: 16 held-out classes (reports/prior/levels_ldm-ppgn-h.json: 50 / 62.5 / 69 / 100 / 94%)
+LDM_LEVELS = 30
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("ppgn-h", "PPGN-h (DAE on h)", "h", "hdae", (RH_EPS1, 1.0, 1e-5), lr=H_LR_DEFAULT,
@@ -126,6 +142,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            (0.0, GUIDANCE, 0.0), robust_k=DEFAULT_ROBUST_K, sampler="guided", sigma_start=10.0, sigma_end=0.05,
            note="R_h(h, σ) trained at every noise level draws the code from noise; the condition steers each "
                 "level's denoised code by ε2·σ (classifier guidance); the steps are the noise levels"),
+    Preset("ldm-ppgn-h", "Guided denoising of the latent diffusion prior over h (not in the paper)", "h",
+           "hdae-annealed", (0.0, GUIDANCE, 0.0), robust_k=DEFAULT_ROBUST_K, sampler="guided", sigma_start=10.0,
+           sigma_end=0.05, code_prior="code_diffusion", solver="dpmpp2m", cfg_scale=LDM_CFG, steps=LDM_LEVELS,
+           note="a class-conditional U-Net trained as an EDM denoiser on E's codes draws h from noise; C steers "
+                "each level's denoised code by ε2·σ (classifier guidance) and, for a class, the prior's own "
+                "classifier-free guidance adds its pull; DPM-Solver++(2M) over the noise levels"),
     Preset("noiseless-joint-ppgn-h", "Noiseless Joint PPGN-h (paper's best)", "h", "joint", (1e-5, 1.0, 1e-17),
            lr=H_LR_DEFAULT, robust_k=DEFAULT_ROBUST_K, p_target=DEFAULT_P_TARGET, at_target="stop",
            note="Sec. 3.5; G trained with L_img + L_h1 + L_GAN; prior E(G(h)) − h; step, robust condition and "
@@ -154,13 +176,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            note="restart from fresh random codes every 50 steps; the step size decays in each segment"),
 ]}
 
-#: The default preset since the twelfth session: guided-ppgn-h, chosen by the issues' selection metric,
-#: the robust (down2) judge top-1, over three seeds: on the 110-class set 479 of 660 samples against
-#: ppgn-h's 407 (paired sign test p = 3e-6; reports/paired_110_guided_vs_default_seed012.md), on the
-#: paper's 20 classes level with it (93 against 85 of 120, p = 0.26), ahead of DGN-AM on both (p = 3e-39
-#: and 1e-7); recall about twice ppgn-h's, precision level with it (19.0% against 20.7%, both far from the
-#: 40% bar), saturated pixels near real photos' (10% against 7.7%; ppgn-h 0.1%).
-DEFAULT_PRESET = "guided-ppgn-h"
+#: The default: ldm-ppgn-h, the latent diffusion prior steered by C (docs/results.md: the 110-class set and the
+#: paper's 20 under the robust judge, held-out choices in reports/prior/). guided-ppgn-h was the default before it.
+DEFAULT_PRESET = "ldm-ppgn-h"
 #: The default MALA-approx chain: what a run that needs a chain uses (inpainting, a start from a
 #: photo's code, the t-SNE tab's samples taken along chains), since guided denoising draws each sample
 #: from noise in one pass over the noise levels.
@@ -198,6 +216,10 @@ def make_space(preset: Preset, bundle: ModelBundle) -> Space:
 
 
 def _score_dae(preset: Preset, bundle: ModelBundle):
+    if preset.code_prior == "code_diffusion":
+        if bundle.code_diffusion is None:
+            raise ValueError(f"preset {preset.name} needs the latent diffusion prior over h in the model bundle")
+        return bundle.code_diffusion
     if bundle.score_dae is None:
         raise ValueError(f"preset {preset.name} needs the noise-conditional code DAE R_h(h, σ) in the model bundle")
     return bundle.score_dae
@@ -243,8 +265,10 @@ def build_sampler(preset: Preset | str, bundle: ModelBundle, condition: Conditio
         if context is not None:
             raise ValueError(f"preset {p.name} draws codes from noise and cannot inpaint; use a MALA-approx preset "
                              f"such as {DEFAULT_CHAIN_PRESET}")
+        labels = class_labels(condition) if p.code_prior == "code_diffusion" else None
         return GuidedDenoisingSampler(space, _score_dae(p, bundle), condition, control, p.sigma_start, p.sigma_end,
-                                      seed=seed, realism=realism, churn=p.churn, guidance_until=p.guidance_until)
+                                      seed=seed, realism=realism, churn=p.churn, guidance_until=p.guidance_until,
+                                      solver=p.solver, labels=labels, cfg_scale=p.cfg_scale if labels is not None else 0.0)
     if p.sampler != "mala":
         raise ValueError(f"unknown sampler {p.sampler!r}: mala or guided")
     max_abs = None

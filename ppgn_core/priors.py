@@ -126,20 +126,33 @@ def noise_levels(steps: int, sigma_max: float, sigma_min: float, rho: float = 7.
 
 @torch.no_grad()
 def sample_codes(dae: nn.Module, n: int, gen: torch.Generator, steps: int = 24, sigma_max: float = 10.0,
-                 sigma_min: float = 0.05, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Codes drawn from a noise-conditional R_h alone: start from N(0, σ_max²) in standardised units
-    and integrate the probability-flow ODE du/dσ = (u − R(u, σ))/σ down to σ_min (Heun's method,
-    Karras et al. 2022), then take the denoised code at σ_min. Seeded by ``gen``."""
+                 sigma_min: float = 0.05, device: torch.device | str = "cpu", solver: str = "heun",
+                 labels: torch.Tensor | None = None, cfg_scale: float = 0.0) -> torch.Tensor:
+    """Codes drawn from a noise-conditional code prior alone (R_h(h, σ) or the latent diffusion prior):
+    start from N(0, σ_max²) in standardised units and integrate the probability-flow ODE
+    du/dσ = (u − D(u, σ))/σ down to σ_min by Heun's method (Karras et al. 2022) or DPM-Solver++(2M),
+    then take the denoised code at σ_min. ``labels`` and ``cfg_scale`` > 0: classifier-free guidance
+    of a class-conditional prior toward those classes. Seeded by ``gen``."""
+    from .solvers import dpmpp2m, heun
+
+    if solver not in ("heun", "dpmpp2m"):
+        raise ValueError(f"solver must be heun or dpmpp2m, got {solver!r}")
+
+    def denoise(u, s):
+        if labels is not None and cfg_scale > 0:
+            return dae.guided_denoise(u, s, labels.to(u.device), cfg_scale)
+        return dae.denoise_standardised(u, s)
+
     levels = noise_levels(steps, sigma_max, sigma_min)
     u = torch.randn(n, *dae.code_shape, generator=gen).to(device) * levels[0]
+    previous = None
     for i, s in enumerate(levels):
         s_next = levels[i + 1] if i + 1 < len(levels) else 0.0
-        d = (u - dae.denoise_standardised(u, s)) / s
-        u_next = u + (s_next - s) * d
-        if s_next > 0:  # Heun's correction
-            d2 = (u_next - dae.denoise_standardised(u_next, s_next)) / s_next
-            u_next = u + (s_next - s) * 0.5 * (d + d2)
-        u = u_next
+        d = denoise(u, s)
+        if solver == "heun":
+            u = heun(u, s, s_next, d, lambda v, s_next=s_next: denoise(v, s_next))
+        else:
+            u, previous = dpmpp2m(u, s, s_next, d, previous), (s, d)
     return dae.unstandardise(u)
 
 

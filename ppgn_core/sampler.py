@@ -23,6 +23,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from . import solvers
 from .conditions import Condition, InpaintContext, RealismCondition, evaluate, evaluate_robust
 from .priors import Prior
 from .spaces import Space
@@ -346,34 +347,47 @@ def run_to_end(sampler: Sampler, z0: torch.Tensor, steps: int, snapshot_every: i
 
 
 class GuidedDenoisingSampler(Sampler):
-    """Classifier guidance of a noise-conditional R_h (not in the paper; Dhariwal & Nichol 2021 for
-    the guidance, Karras et al. 2022 for the sampler, Chung et al. 2023 for reading the condition on
-    the denoised estimate). The state u is the standardised code plus noise of level σ; the chain's
-    ``steps`` are noise levels σ_max → σ_min. At each: D = R(u, σ), the image x = G(D), the
-    condition's gradient g = ∂(ε2·log p(y|x))/∂u (robust views, jitter, stopping gate and realism
-    as in MALA-approx), D' = D + ε2·σ·g/rms(g), and an Euler step of du/dσ = (u − D')/σ. Most of
-    each image comes from R_h's own density of codes; the condition only steers it, by at most ε2·σ
-    per element at level σ, so late (fine) levels can no longer write the classifier's patterns.
-    Snapshots report the denoised code D (what G draws) as z. ε1 and ε3 are not used.
+    """Guided denoising of a noise-conditional code prior (not in the paper; Dhariwal & Nichol 2021 for
+    classifier guidance, Ho & Salimans 2022 for classifier-free guidance, Karras et al. 2022 for the
+    sampler, Lu et al. 2022 for DPM-Solver++, Chung et al. 2023 for reading the condition on the
+    denoised estimate). The prior is R_h(h, σ) or the latent diffusion prior D(h; σ, y). The state u is
+    the standardised code plus noise of level σ; the chain's ``steps`` are noise levels σ_max → σ_min.
+    At each: D = the prior's denoised code (with ``labels`` and ``cfg_scale`` w > 0 for a class-conditional
+    prior: D_∅ + w·(D_y − D_∅)), the image x = G(D), the condition's gradient
+    g = ∂(ε2·log p(y|x))/∂u (robust views, jitter, stopping gate and realism as in MALA-approx), the
+    guided estimate D' = D + ε2·σ·g/rms(g), and a step of the probability-flow ODE du/dσ = (u − D')/σ by
+    ``solver`` (:mod:`ppgn_core.solvers`: euler, heun with 2·steps − 1 evaluations, dpmpp2m). Most of each
+    image comes from the prior's own density
+    of codes; the condition only steers it, by at most ε2·σ per element at level σ. Snapshots report
+    the denoised code D (what G draws) as z. ε1 and ε3 are not used.
 
     ``churn`` γ > 0 makes the chain stochastic (Karras et al. 2022, Alg. 2): before each level but
-    the last, fresh noise raises σ to σ(1 + γ), so that R_h can pull a code that drifted off its
-    density back at every level. ``guidance_until``: below this σ the condition no longer steers
-    (no gradient is taken there): the finest levels are R_h's alone."""
+    the last, fresh noise raises σ to σ(1 + γ). ``guidance_until``: below this σ the condition no
+    longer steers (no gradient is taken there): the finest levels are the prior's alone."""
 
     def __init__(self, space: Space, dae, condition: Condition, control: Control, sigma_max: float = 10.0,
                  sigma_min: float = 0.05, seed: int = 0, realism: RealismCondition | None = None,
-                 churn: float = 0.0, guidance_until: float = 0.0):
+                 churn: float = 0.0, guidance_until: float = 0.0, solver: str = "euler",
+                 labels: torch.Tensor | None = None, cfg_scale: float = 0.0):
         from .priors import NoPrior
 
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         if not (0 <= churn <= 1 and guidance_until >= 0):
             raise ValueError(f"need 0 ≤ churn ≤ 1 and guidance_until ≥ 0, got {churn}, {guidance_until}")
+        if solver not in solvers.SOLVERS:
+            raise ValueError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}")
+        if not (math.isfinite(cfg_scale) and 0 <= cfg_scale <= 20):
+            raise ValueError(f"the classifier-free guidance scale must lie in 0..20, got {cfg_scale!r}")
+        if labels is not None and cfg_scale > 0 and not hasattr(dae, "guided_denoise"):
+            raise ValueError("classifier-free guidance needs a class-conditional prior (the code diffusion prior)")
         super().__init__(space, NoPrior(), condition, control, seed=seed, realism=realism)
         self.dae, self.sigma_max, self.sigma_min = dae, float(sigma_max), float(sigma_min)
-        self.churn, self.guidance_until = float(churn), float(guidance_until)
+        self.churn, self.guidance_until, self.solver = float(churn), float(guidance_until), solver
+        self.labels = None if labels is None or cfg_scale == 0 else torch.as_tensor(labels, dtype=torch.long).view(-1)
+        self.cfg_scale = float(cfg_scale)
         self.levels: list[float] = []  # the noise level of each step of the last run
+        self.evaluations = 0  # the prior-and-condition evaluations of the last run
 
     def init(self, batch: int, device: torch.device | str = "cpu", start: torch.Tensor | None = None) -> torch.Tensor:
         if start is not None:
@@ -385,9 +399,29 @@ class GuidedDenoisingSampler(Sampler):
         """G's input for a standardised code: in the code's units, clamped to its range."""
         return self.space.clamp(self.dae.unstandardise(d))
 
+    def denoise(self, u: torch.Tensor, sigma: float) -> torch.Tensor:
+        """The prior's denoised standardised code at level σ (classifier-free guided where set)."""
+        if self.labels is None:
+            return self.dae.denoise_standardised(u, sigma)
+        y = self.labels.to(u.device)
+        if y.numel() != u.shape[0]:
+            if u.shape[0] % y.numel():
+                raise ValueError(f"{y.numel()} class labels for {u.shape[0]} chains")
+            y = y.repeat(u.shape[0] // y.numel())
+        return self.dae.guided_denoise(u, sigma, y, self.cfg_scale)
+
     def denoised_code(self, u: torch.Tensor, sigma: float) -> torch.Tensor:
-        """G's input for state u at level σ: R(u, σ) in the code's units, clamped to its range."""
-        return self._code_of(self.dae.denoise_standardised(u, sigma))
+        """G's input for state u at level σ: the denoised code in the code's units, clamped to its range."""
+        return self._code_of(self.denoise(u, sigma))
+
+    def _guided(self, u: torch.Tensor, s: StepSettings, sigma: float):
+        """(x, the condition's output, D' the guided estimate, D the prior's own) at level σ."""
+        x, out, grad, d = self._evaluate_at_level(u, s, sigma, guide=sigma >= self.guidance_until)
+        self.evaluations += 1
+        with torch.no_grad():
+            rms = grad.pow(2).flatten(1).mean(1).sqrt().view(-1, *([1] * (u.dim() - 1)))
+            push = torch.where(rms > 0, grad / rms.clamp_min(1e-30), torch.zeros_like(grad))
+            return x, out, d + s.eps2 * sigma * push, d
 
     def run(self, z0: torch.Tensor, steps: int, snapshot_every: int = 1) -> Iterator[Snapshot]:
         from .priors import noise_levels
@@ -402,44 +436,55 @@ class GuidedDenoisingSampler(Sampler):
             self.condition_gradient.realism_term()
         levels = self.levels = noise_levels(steps, self.sigma_max, self.sigma_min)  # the step's σ, not a setting
         u, recovered, t = z0.detach().clone(), [], 0
+        self.evaluations = 0
+        previous: tuple[float, torch.Tensor] | None = None  # (σ, D') of the last level (DPM-Solver++(2M))
         while t < steps and not self.control.stopped:
             s, sigma = self.control.settings, levels[t]
             if self.churn > 0 and t + 1 < steps:
                 raised = sigma * (1 + self.churn)
                 u = u + (raised ** 2 - sigma ** 2) ** 0.5 * torch.randn(u.shape, generator=self.gen).to(u.device)
                 sigma = raised
-            x, out, grad, d = self._evaluate_at_level(u, s, sigma, guide=sigma >= self.guidance_until)
+            x, out, target, d = self._guided(u, s, sigma)
             self.schedule.append({"step": t, **asdict(s)})
             if t % snapshot_every == 0:
                 yield Snapshot.at(t, x, self._code_of(d), out, s, recovered, False)
                 recovered = []
+            s_next = levels[t + 1] if t + 1 < steps else 0.0
+            u_new = self._solver_step(u, sigma, s_next, target, previous, s)
+            previous = (sigma, target)
             with torch.no_grad():
-                rms = grad.pow(2).flatten(1).mean(1).sqrt().view(-1, *([1] * (u.dim() - 1)))
-                push = torch.where(rms > 0, grad / rms.clamp_min(1e-30), torch.zeros_like(grad))
-                target = d + s.eps2 * sigma * push
-                s_next = levels[t + 1] if t + 1 < steps else 0.0
-                u_new = u + (s_next - sigma) / sigma * (u - target)
                 bad = ~torch.isfinite(u_new.flatten(1)).all(1)
                 if bad.any():
                     u_new[bad] = d[bad]  # fall back to the unguided denoised code
                     recovered = bad.nonzero().flatten().tolist()
                     self.recoveries += len(recovered)
-                u = u_new
+            u = u_new
             t += 1
         s = self.control.settings
         final_sigma = levels[t] if t < steps else None  # stopped early: still noisy, denoise at its level
-        code = self._code_of(u) if final_sigma is None else self.denoised_code(u, final_sigma)
+        with torch.no_grad():
+            code = self._code_of(u) if final_sigma is None else self.denoised_code(u, final_sigma)
         x, out, _ = self.condition_gradient(code, self.image, s, need_grad=False)
         yield Snapshot.at(t, x, code, out, s, recovered, False, final=True)
 
+    def _solver_step(self, u: torch.Tensor, sigma: float, s_next: float, target: torch.Tensor,
+                     previous: tuple[float, torch.Tensor] | None, s: StepSettings) -> torch.Tensor:
+        """u at level ``s_next`` from u at σ with guided estimate ``target`` (s_next = 0: the estimate)."""
+        if self.solver == "heun":  # the second evaluation is guided too, so it needs the gradient
+            return solvers.heun(u, sigma, s_next, target, lambda v: self._guided(v, s, s_next)[2]).detach()
+        with torch.no_grad():
+            if self.solver == "dpmpp2m":
+                return solvers.dpmpp2m(u, sigma, s_next, target, previous)
+            return solvers.euler(u, sigma, s_next, target)
+
     def _evaluate_at_level(self, u: torch.Tensor, s: StepSettings, sigma: float, guide: bool = True):
-        """(x, the condition's output, its gradient wrt u (zeros when not ``guide``), R(u, σ)): the
-        denoised code is kept from the condition's own pass, not computed again for the step and
-        the snapshot."""
+        """(x, the condition's output, its gradient wrt u (zeros when not ``guide``), the prior's denoised
+        code): the denoised code is kept from the condition's own pass, not computed again for the step
+        and the snapshot."""
         denoised: list[torch.Tensor] = []
 
         def image(uu: torch.Tensor) -> torch.Tensor:
-            denoised.append(self.dae.denoise_standardised(uu, sigma))
+            denoised.append(self.denoise(uu, sigma))
             return self.image(self._code_of(denoised[-1]))
 
         x, out, grad = self.condition_gradient(u, image, s, need_grad=guide)

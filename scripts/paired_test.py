@@ -44,7 +44,9 @@ def _one_preset(path: Path) -> tuple[dict, str, dict]:
     return report, name, preset
 
 
-def compare(runs_a: list[Path], runs_b: list[Path]) -> dict:
+def compare(runs_a: list[Path], runs_b: list[Path], steps_may_differ: bool = False) -> dict:
+    """The sign test over paired samples; ``steps_may_differ``: two samplers that draw from noise over
+    their own numbers of noise levels (each run starts from the same seeded noise for the same sample)."""
     if len(runs_a) != len(runs_b) or not runs_a:
         raise ValueError("give as many runs of A as of B (one pair per seed)")
     rows, total = [], {"a": 0, "b": 0, "only_a": 0, "only_b": 0, "n": 0}
@@ -53,7 +55,7 @@ def compare(runs_a: list[Path], runs_b: list[Path]) -> dict:
         ra, na, a = _one_preset(pa)
         rb, nb, b = _one_preset(pb)
         names.add((na, nb))
-        diff = protocol_differences(ra, rb)
+        diff = [d for d in protocol_differences(ra, rb) if not (steps_may_differ and d == "steps")]
         if diff:
             raise ValueError(f"{pa} and {pb} differ in {', '.join(diff)}: their samples are not paired")
         ha, hb = a["per_sample_robust_top1"], b["per_sample_robust_top1"]
@@ -71,7 +73,8 @@ def compare(runs_a: list[Path], runs_b: list[Path]) -> dict:
     total["p"] = sign_test(total["only_a"], total["only_b"])
     (na, nb), = names
     return {"a": na, "b": nb, "classes": ra["classes"], "chains_per_class": ra["chains_per_class"],
-            "steps": ra["steps"], "metric": "robust (down2) judge top-1, per sample", "per_seed": rows,
+            "steps": ra["steps"] if ra["steps"] == rb["steps"] else f"{ra['steps']} (A), {rb['steps']} (B)",
+            "metric": "robust (down2) judge top-1, per sample", "per_seed": rows,
             "total": total}
 
 
@@ -91,8 +94,10 @@ def main() -> None:
     ap.add_argument("--a", nargs="+", type=Path, required=True, help="reports of preset A, one per seed")
     ap.add_argument("--b", nargs="+", type=Path, required=True, help="reports of preset B, same seeds, same order")
     ap.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    ap.add_argument("--steps-may-differ", action="store_true",
+                    help="guided denoising presets at their own numbers of noise levels (same starting noise)")
     args = ap.parse_args()
-    result = compare(args.a, args.b)
+    result = compare(args.a, args.b, args.steps_may_differ)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     args.out.with_suffix(".md").write_text(markdown(result))

@@ -4,7 +4,7 @@ judge's verdict plain and after 2× down-and-up sampling (HIT = the judge's top-
 
 python scripts/robust_sheets.py --robust-k 2 --out reports/sheets/robust_vs_plain.png
 python scripts/robust_sheets.py --classes 20 --variants robust --out reports/sheets/default_20_classes.png
-python scripts/robust_sheets.py --classes 20 --columns ppgn-h:2 guided-ppgn-h:2 --out reports/sheets/guided_vs_default.png
+python scripts/robust_sheets.py --classes 20 --columns guided-ppgn-h:2 ldm-ppgn-h:2 --out reports/sheets/ldm_vs_guided.png
 """
 
 import argparse
@@ -22,7 +22,7 @@ from ppgn_core.evaluate import (EXTRA_CLASSES, IMAGENETTE_CLASSES, Judge, class_
 from ppgn_core.images import to_uint8  # noqa: E402
 from ppgn_core.judge import down_up, topk_hits  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
-from ppgn_core.presets import DEFAULT_PRESET  # noqa: E402
+from ppgn_core.presets import DEFAULT_PRESET, get_preset  # noqa: E402
 
 CAPTION = 28
 
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--preset", default=DEFAULT_PRESET)
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--chains", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=None, help="default: each preset's own step count")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--robust-k", type=int, default=2)
     ap.add_argument("--variants", nargs="+", default=["plain", "robust"], choices=["plain", "robust"])
@@ -56,16 +56,18 @@ def main() -> None:
     columns, record = [], {"preset": args.preset if not args.columns else args.columns, "steps": args.steps,
                            "seed": args.seed, "classes": [names[c] for c in classes], "variants": {}}
     for preset, k, name in specs:
-        run = run_preset_on_classes(bundle, preset, classes, args.chains, args.steps, args.seed, args.steps,
+        steps = args.steps or get_preset(preset).steps
+        run = run_preset_on_classes(bundle, preset, classes, args.chains, steps, args.seed, steps,
                                     overrides={"robust_k": k}, batch=8)
         plain = topk_hits(judge.logits(run.images), run.targets)["top1"]
         robust = topk_hits(judge.logits(down_up(run.images, 2)), run.targets)["top1"]
         if args.columns:
-            title = f"{preset} (K = {k})"
+            title = f"{preset} (K = {k}, {steps} steps)"
         else:
             title = f"{name} (K = {k})" if k else "plain condition"
         columns.append((title, run.images, plain, robust))
-        record["variants"][name] = {"preset": preset, "robust_k": k, "judge_top1": float(plain.float().mean()),
+        record["variants"][name] = {"preset": preset, "robust_k": k, "steps": steps, "seconds": round(run.seconds, 1),
+                                    "judge_top1": float(plain.float().mean()),
                                     "robust_top1": float(robust.float().mean())}
         print(name, record["variants"][name], flush=True)
     size = columns[0][1].shape[-1]

@@ -26,7 +26,7 @@ def update_interval(chains: int) -> float:
     """Seconds between two streamed updates of a run of ``chains`` chains: 0.3 s, and 0.15 s a chain
     above two. The browser's work on an update grows with the images in it and runs beside the chains
     on the same cores; for 8 chains an update every 1.2 s instead of every step (0.6-0.7 s) took the
-    app from 1,095-1,506 to 834-1,057 ms/step (eleventh session, two launches each, README)."""
+    app from 1,095-1,506 to 834-1,057 ms/step (two launches each; reports/bench.json, "app")."""
     return max(UPDATE_INTERVAL_S, 0.15 * chains)
 
 
@@ -48,7 +48,8 @@ def _layout(studio: Studio) -> SimpleNamespace:
                              interactive=chain)
             w.lr = gr.Slider(0.001, 1.0, value=p0.lr, step=0.001, label="step size (× the code's spread)",
                              interactive=chain)
-            w.steps = gr.Slider(1, MAX_STEPS, value=60, step=1, label="steps")
+            w.steps = gr.Slider(1, MAX_STEPS, value=preset0.steps, step=1, label="steps (noise levels, for guided "
+                                "denoising)")
             w.chains = gr.Slider(1, MAX_CHAINS, value=4, step=1, label="chains")
             w.seed = seed_box()
             w.robust = gr.Slider(0, MAX_ROBUST_K, value=p0.robust_k, step=1, elem_id="sample-robust",
@@ -68,12 +69,13 @@ def _layout(studio: Studio) -> SimpleNamespace:
 
 
 def _on_preset(name):
-    """The sliders follow the preset; ε1, ε3 and the step size are greyed out for a preset that does not
-    use them (guided denoising: its steps are the noise levels, ε2 its guidance)."""
+    """The sliders follow the preset (the steps slider its own step count); ε1, ε3 and the step size are
+    greyed out for a preset that does not use them (guided denoising: its steps are the noise levels, ε2
+    its guidance)."""
     p = get_preset(name)
     s = p.settings()
     used = lambda value: gr.update(value=value, interactive=p.is_chain)  # noqa: E731
-    return used(to_log(s.eps1)), s.eps2, used(to_log(s.eps3)), used(s.lr), s.robust_k, p.describe()
+    return used(to_log(s.eps1)), s.eps2, used(to_log(s.eps3)), used(s.lr), s.robust_k, p.describe(), p.steps
 
 
 def _on_start_image(path, name):
@@ -104,7 +106,7 @@ def _live(state, e1, e2, e3, lr):
 
 def build_sample_tab(studio: Studio, session: gr.State) -> None:
     w = _layout(studio)
-    w.preset.change(_on_preset, w.preset, [w.e1, w.e2, w.e3, w.lr, w.robust, w.about], queue=False)
+    w.preset.change(_on_preset, w.preset, [w.e1, w.e2, w.e3, w.lr, w.robust, w.about, w.steps], queue=False)
     w.start.change(_on_start_image, [w.start, w.preset], w.preset, queue=False)
     for i, slider in enumerate((w.e1, w.e2, w.e3, w.lr)):
         slider.change(_live, [session, w.e1, w.e2, w.e3, w.lr], w.live, queue=False,

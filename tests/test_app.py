@@ -129,12 +129,14 @@ def test_guided_live_message_names_only_the_guidance(app_url):
 
 
 def test_sliders_a_preset_does_not_use_are_greyed_out():
+    from ppgn_core.presets import get_preset
     from studio_ui.sample_tab import _on_preset
 
     guided, chain = _on_preset("guided-ppgn-h"), _on_preset("ppgn-h")
     for i in (0, 2, 3):  # ε1, ε3, step size
         assert guided[i]["interactive"] is False and chain[i]["interactive"] is True
     assert guided[4] == 2 and "noise level" in guided[5] and "Eq. 11" in chain[5]
+    assert _on_preset("ldm-ppgn-h")[6] == get_preset("ldm-ppgn-h").steps  # the steps slider follows the preset
 
 
 def test_a_start_image_switches_a_noise_preset_to_the_default_chain():
@@ -150,12 +152,12 @@ def test_the_app_bench_sends_what_the_sliders_show():
     from studio_ui.sample_tab import _on_preset
 
     for name in ("guided-ppgn-h", "ppgn-h", "hand-designed"):
-        e1, e2, e3, lr, robust_k, _ = _on_preset(name)
+        e1, e2, e3, lr, robust_k, _, _steps = _on_preset(name)
         args = sample_tab_args(name, 30, 4)
         assert args[1] == name and args[2:6] == (e1["value"], e2, e3["value"], lr["value"]) and args[10] == robust_k
 
 
-def test_two_sessions_have_independent_chains_and_a_third_is_served(app_url):
+def test_two_users_have_independent_chains_and_a_third_is_served(app_url):
     a, b, c = client(app_url), client(app_url), client(app_url)
     # A is long so that its stop always arrives before it could end by itself (30 tiny steps can
     # finish before the stop request is served on a loaded CPU)

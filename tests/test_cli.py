@@ -36,13 +36,14 @@ def test_sample_golf_ball_dgn_am_raises_p_class(tmp_path):
 def test_default_preset_is_guided_and_a_start_image_gets_a_chain(tmp_path):
     """Sampling from noise uses the default (guided denoising); a start from a photo's code needs a MALA
     chain, so without --preset it gets the default chain preset, and asking guided for it is refused."""
-    from ppgn_core.presets import DEFAULT_CHAIN_PRESET, DEFAULT_PRESET
+    from ppgn_core.presets import DEFAULT_CHAIN_PRESET, DEFAULT_PRESET, get_preset
 
     Image.new("RGB", (40, 40), (120, 80, 40)).save(tmp_path / "start.png")
     base = ("sample", "--class", "volcano", "--bundle", "tiny", "--steps", "2", "--chains", "1")
     res = cli(*base, "--out", str(tmp_path / "noise"))
     assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads((tmp_path / "noise" / "result.json").read_text())["preset"] == DEFAULT_PRESET == "guided-ppgn-h"
+    assert json.loads((tmp_path / "noise" / "result.json").read_text())["preset"] == DEFAULT_PRESET
+    assert not get_preset(DEFAULT_PRESET).is_chain  # the default draws from noise
     res = cli(*base, "--start-image", str(tmp_path / "start.png"), "--out", str(tmp_path / "photo"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads((tmp_path / "photo" / "result.json").read_text())["preset"] == DEFAULT_CHAIN_PRESET == "ppgn-h"
@@ -50,6 +51,14 @@ def test_default_preset_is_guided_and_a_start_image_gets_a_chain(tmp_path):
               "--out", str(tmp_path / "refused"))
     assert res.returncode == 2 and "cannot start from an image" in res.stderr and "ppgn-h" in res.stderr
     assert not (tmp_path / "refused" / "result.json").exists()
+
+
+def test_sample_finds_a_class_by_any_wordnet_name(tmp_path):
+    res = cli("sample", "--class", "lighthouse", "--bundle", "tiny", "--steps", "2", "--chains", "1",
+              "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rec = json.loads((tmp_path / "result.json").read_text())
+    assert rec["classes"] == ["lighthouse"] and rec["class_indices"] == [437]
 
 
 def test_sample_neuron_reports_activation(tmp_path):

@@ -252,10 +252,10 @@ def test_paired_sign_test_over_seeds(tmp_path):
 
 
 def test_tuning_picks_the_best_robust_setting_that_does_not_game_the_transform():
-    """scripts/tune_heldout.py: a setting whose robust top-1 is above its plain one is not eligible."""
+    """experiments/tune_heldout.py: a setting whose robust top-1 is above its plain one is not eligible."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("tune_heldout", Path("scripts/tune_heldout.py").resolve())
+    spec = importlib.util.spec_from_file_location("tune_heldout", Path("experiments/tune_heldout.py").resolve())
     tune = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tune)
 

@@ -36,6 +36,19 @@ def test_class_names_and_forgiving_lookup():
         class_index(1000)
 
 
+def test_class_search_knows_every_wordnet_name_of_a_class():
+    """ImageNet's class 437 is "beacon" in torchvision's list; WordNet also calls it lighthouse, beacon light
+    and pharos, and a user typing any of them gets it."""
+    for name in ("lighthouse", "Pharos", "beacon light", "beacon_light", "beacon"):
+        assert class_index(name) == 437, name
+    assert class_index("Tinca tinca") == 0 and class_index("Carassius auratus") == 1
+    assert class_index("crane") == 517  # torchvision's name first (WordNet also calls class 134 a crane)
+    with pytest.raises(ValueError, match="names 2 classes: 123 .*124"):
+        class_index("crawfish")  # a WordNet name of two classes: both are named, none is guessed
+    with pytest.raises(ValueError, match="closest: .*'beacon'"):
+        class_index("lighthous")
+
+
 def test_lite0_layers_and_units(lite0):
     layers = dict(lite0.layers())
     assert layers["blocks.10"] == 112 and layers["blocks.15"] == 320

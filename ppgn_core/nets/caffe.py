@@ -11,7 +11,6 @@ BlobShape {dim = 1}.
 from __future__ import annotations
 
 import re
-import struct
 from pathlib import Path
 
 import numpy as np

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from .classifiers import (ImageClassifier, LiteEncoder, efficientnet_lite_classifier, load_efficientnet_lite,
                           torchvision_classifier)
+from .code_diffusion import CodeDiffusionUNet, build_code_diffusion
 from .daes import ConvImageDAE, MLPCodeDAE, NoiseConditionalCodeDAE, build_code_dae
 from .generators import Discriminator, build_generator
 
@@ -36,6 +37,7 @@ class ModelBundle:
     generator: nn.Module | None = None  # G
     code_dae: nn.Module | None = None  # R_h (PPGN-h)
     score_dae: nn.Module | None = None  # R_h(h, σ) for every noise level (annealed PPGN-h, starts from p(h))
+    code_diffusion: nn.Module | None = None  # D(h; σ, y): the latent diffusion prior, p(h) and p(h|y)
     image_dae: nn.Module | None = None  # R_x (PPGN-x)
     discriminator: nn.Module | None = None  # D, trained beside G (the sampler's realism term)
     code_shape: tuple[int, ...] = ()
@@ -47,7 +49,8 @@ class ModelBundle:
     card: dict = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> "ModelBundle":
-        for name in ("classifier", "encoder", "generator", "code_dae", "score_dae", "image_dae", "discriminator"):
+        for name in ("classifier", "encoder", "generator", "code_dae", "score_dae", "code_diffusion", "image_dae",
+                     "discriminator"):
             m = getattr(self, name)
             if m is not None:
                 m.to(device)
@@ -139,6 +142,10 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu", class
     if "code_score_dae" in files:
         score_dae = _load_module(build_code_dae(card["code_score_dae"]["config"], code_shape), assets,
                                  files["code_score_dae"])
+    code_diffusion = None
+    if "code_diffusion" in files:
+        code_diffusion = _load_module(build_code_diffusion(card["code_diffusion"]["config"]), assets,
+                                      files["code_diffusion"])
     if "image_dae" in files:
         image_dae = _load_module(ConvImageDAE(card["image_dae"]["config"]["width"]), assets, files["image_dae"])
     discriminator = None
@@ -148,7 +155,8 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu", class
                                      files["discriminator"])
     bundle = ModelBundle(
         name=name, classifier=make_classifier(classifier), encoder=encoder, generator=generator,
-        code_dae=code_dae, score_dae=score_dae, image_dae=image_dae, discriminator=discriminator, code_shape=code_shape,
+        code_dae=code_dae, score_dae=score_dae, code_diffusion=code_diffusion, image_dae=image_dae,
+        discriminator=discriminator, code_shape=code_shape,
         code_mean=stats["mean"],
         code_std=stats["std"], code_range=tuple(card["code"]["range"]), image_size=g_cfg["out_size"],
         noise=card.get("joint_noise", {"x": 0.0, "h1": 0.0, "h": 0.0}), card=card)
@@ -165,13 +173,18 @@ def tiny_bundle(seed: int = 0, size: int = 32, code_channels: int = 16, num_clas
     code_shape = (code_channels, size // 8, size // 8)
     code_dae = MLPCodeDAE(code_shape, (64, 32, 16)).eval()
     score_dae = NoiseConditionalCodeDAE(code_shape, 8, 1).eval()
+    code_diffusion = CodeDiffusionUNet(code_shape, 8, 1, num_classes, heads=2).eval()
+    with torch.no_grad():  # its zero-initialised output layers would make it the identity: a random net instead
+        for p in code_diffusion.parameters():
+            p.add_(0.05 * torch.randn_like(p))
     image_dae = ConvImageDAE(8).eval()
     discriminator = Discriminator(size, (8, 16, 16)).eval()
-    for m in (generator, code_dae, score_dae, image_dae, discriminator):
+    for m in (generator, code_dae, score_dae, code_diffusion, image_dae, discriminator):
         for p in m.parameters():
             p.requires_grad_(False)
     return ModelBundle(name="tiny", classifier=tiny_classifier(seed, num_classes), encoder=encoder,
-                       generator=generator, code_dae=code_dae, score_dae=score_dae, image_dae=image_dae,
+                       generator=generator, code_dae=code_dae, score_dae=score_dae, code_diffusion=code_diffusion,
+                       image_dae=image_dae,
                        discriminator=discriminator,
                        code_shape=code_shape,
                        code_mean=0.0, code_std=1.0, code_range=(-4.0, 4.0), image_size=size,

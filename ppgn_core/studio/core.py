@@ -37,7 +37,7 @@ class Update:
 
 
 class StudioCore:
-    """Holds the loaded models; safe to share between sessions (each run has its own sampler,
+    """Holds the loaded models; safe to share between users (each run has its own sampler,
     generator and Control)."""
 
     def __init__(self, bundle: ModelBundle, device: str = "cpu", workdir: str | None = None):

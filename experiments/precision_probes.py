@@ -2,15 +2,15 @@
 of the re-tuning, 2 chains × 60 steps, seed 7 (batch k seeded 7000 + k, 16 chains a batch). None of
 them changes the shipped sampler; they ask where the samples' realism could come from.
 
-python scripts/precision_probes.py default OUT.json --condition-size 160   # C sees the images at 160 px
-python scripts/precision_probes.py polish OUT.json      # post-chain variants of the final codes
-python scripts/precision_probes.py precondition OUT.json [--power 1]
-python scripts/precision_probes.py realstart OUT.json   # chains start from real photos' codes
-python scripts/precision_probes.py score OUT.json --score-dae runs/NAME [--variant start|anneal ...]
-python scripts/precision_probes.py guided OUT.json --score-dae runs/NAME|assets --guidance W [--levels 60]
+python experiments/precision_probes.py default OUT.json --condition-size 160   # C sees the images at 160 px
+python experiments/precision_probes.py polish OUT.json      # post-chain variants of the final codes
+python experiments/precision_probes.py precondition OUT.json [--power 1]
+python experiments/precision_probes.py realstart OUT.json   # chains start from real photos' codes
+python experiments/precision_probes.py score OUT.json --score-dae runs/NAME [--variant start|anneal ...]
+python experiments/precision_probes.py guided OUT.json --score-dae runs/NAME|assets --guidance W [--levels 60]
         [--churn G] [--guidance-until S]
-python scripts/precision_probes.py photostart OUT.json --score-dae assets --guidance 1 --sigma-max S --levels L
-python scripts/precision_probes.py codecond OUT.json --eps1 E [--p-target P]   # C read on the code h itself
+python experiments/precision_probes.py photostart OUT.json --score-dae assets --guidance 1 --sigma-max S --levels L
+python experiments/precision_probes.py codecond OUT.json --eps1 E [--p-target P]   # C read on the code h itself
 
 ``default``: the default preset as shipped, judged at steps 0, 20, 40, 60; with ``--condition-size``
 (any probe) the condition network C sees G's 128-px images resized to that side instead of its own

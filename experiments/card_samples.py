@@ -1,10 +1,10 @@
 """Write the model card's sample metrics (``metrics.samples_110_classes``) from the evaluation
-reports of the shipped default preset (guided-ppgn-h, since the twelfth session), the default MALA
+reports of the shipped default preset (guided-ppgn-h), the default MALA
 chain (PPGN-h with the conv R_h, the default before it), DGN-AM and the defaults before those
 (Noiseless Joint PPGN-h with and without the stopping rule), and the paired sign tests
 (``scripts/paired_test.py``) between them. The reconstruction metrics are kept.
 
-    python scripts/card_samples.py          # rewrites assets/model_card.json and MODEL_CARD.md
+    python experiments/card_samples.py          # rewrites assets/model_card.json and MODEL_CARD.md
 
 Every figure is read from a committed report; nothing is measured here except the sign test on
 the 100 drawn classes (the 110-class reports' samples after the 10 Imagenette classes).
@@ -86,15 +86,15 @@ def samples_metrics() -> dict:
                  "plain and after 2× down-and-up (robust), precision/recall against 3,000 real val photos",
         "default_preset": {"name": "guided-ppgn-h",
                            "settings": "guided denoising of R_h(h, σ) over 60 noise levels σ 10 → 0.05, guidance "
-                                       "ε2 = 1, robust condition K = 2 (the default since the twelfth session)",
+                                       "ε2 = 1, robust condition K = 2 (the default before the latent diffusion prior)",
                            **_by_seed(DEFAULT)},
         "default_chain_preset": {"name": "ppgn-h",
                                  "settings": "conv R_h, ε1 1e-4, step 0.05, robust condition K = 2, a chain stops "
-                                             "while C's p(class) ≥ 0.999 (the default from the sixth to the "
-                                             "eleventh session; inpainting, starts from a photo, t-SNE chains)",
+                                             "while C's p(class) ≥ 0.999 (the default chain; "
+                                             "inpainting, starts from a photo, t-SNE chains)",
                                  **_by_seed(CHAIN)},
         "dgn_am": _by_seed(DGN),
-        "noiseless_joint_with_stopping_rule": {"settings": "the default before the sixth session: step 0.05, "
+        "noiseless_joint_with_stopping_rule": {"settings": "the default before R_h: step 0.05, "
                                                            "K = 2, stop at p ≥ 0.999", **_by_seed(JOINT_STOP)},
         "noiseless_joint_before_stopping_rule": {"settings": "step 0.05, robust condition K = 2, no stopping rule",
                                                  **_by_seed(BEFORE)},

@@ -2,7 +2,7 @@
 each class), with one fixed noise draw shared by all: the MSE of R(u, σ) to the clean standardised code
 at σ 0.05 … 10 (``reports/tuning/rh_continuation.json``).
 
-    python scripts/score_dae_val_error.py assets runs/score_h2 [OUT.json]   # R_h's: shipped, a run folder
+    python experiments/score_dae_val_error.py assets runs/score_h2 [OUT.json]   # R_h's: shipped, a run folder
 """
 import sys, json, torch
 sys.path.insert(0, "scripts"); sys.path.insert(0, ".")

@@ -1,7 +1,7 @@
 """Tune sampler settings on held-out classes (in neither the default evaluation set nor issue 3's
 20 classes), judged by Lite2, before any run on the reported class sets.
 
-python scripts/tune_heldout.py --steps 100 --judge-at 40 60 100 \
+python experiments/tune_heldout.py --steps 100 --judge-at 40 60 100 \
     --config dgn-lr0.05=dgn-am:lr=0.05 --config joint-lr0.02=noiseless-joint-ppgn-h:lr=0.02,eps1=1e-4
 
 Each --config is NAME=PRESET[:key=value,...]; ``lr`` sets a constant step (lr = lr_end) and
@@ -26,21 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ppgn_core.conditions import class_index  # noqa: E402
-from ppgn_core.evaluate import EXTRA_CLASSES, Judge, default_classes, run_preset_on_classes  # noqa: E402
+from ppgn_core.evaluate import Judge, run_preset_on_classes  # noqa: E402
 from ppgn_core.judge import real_reference, robust_report, strip_private  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
-
-TUNING_DRAW_SEED = 7
-
-
-def tuning_classes(n: int, skip: int = 0) -> list[int]:
-    """Classes drawn once (seed 7) from those in neither evaluation set."""
-    used = set(default_classes()) | {class_index(c) for c in EXTRA_CLASSES}
-    rest = np.array([c for c in range(1000) if c not in used])
-    drawn = np.random.default_rng(TUNING_DRAW_SEED).permutation(rest)
-    return [int(c) for c in drawn[skip:skip + n]]
-
+from ppgn_core.prior_report import TUNING_DRAW_SEED, tuning_classes  # noqa: E402,F401 (the held-out draw)
 
 def judged_row(judge, x, targets, reference, p_class) -> dict:
     """What the robust judge says of samples ``x`` of ``targets``: one row of the tuning table."""

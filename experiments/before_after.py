@@ -1,6 +1,6 @@
 """Same seeds, same classes: DGN-AM (Gaussian prior) vs the learned joint prior, judged by Lite2.
 
-python scripts/before_after.py --eps1 1e-5 1e-3 3e-3 --steps 40 --out docs/before_after.png
+python experiments/before_after.py --eps1 1e-5 1e-3 3e-3 --steps 40 --out docs/before_after.png
 (--annealed adds a row with the annealed-joint-ppgn-h preset at its own settings)
 Prints the judge's hits per setting and writes one picture: a row per setting, 2 chains × 4 classes."""
 

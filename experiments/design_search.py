@@ -2,14 +2,14 @@
 variant's reconstructions G(E(x)) of photos it never saw, judged by the robust judge (plain and
 under every transform, precision/recall against real photos), with PSNR and the code cosine.
 
-python scripts/design_search.py --variant "h=block 10, 60 min=checkpoints/generator_1k.safetensors" \
+python experiments/design_search.py --variant "h=block 10, 60 min=checkpoints/generator_1k.safetensors" \
     --variant "old G (block 15, Imagenette)=assets" --per-class 1 --out reports/design_search
 
 Each --variant is LABEL=PATH: a run folder (checkpoint.pt + config.json), a compact training
 checkpoint (.safetensors with its config), or an assets folder (its model card says E's layers).
 ``--sample-classes N``: for variants given as an assets folder (``export --assets``: G with its code
 statistics and clamp range), also the default preset's samples on N held-out classes (the tuning
-draw of ``scripts/tune_heldout.py``) × 2 chains × 60 steps under the robust judge.
+draw of ``experiments/tune_heldout.py``) × 2 chains × 60 steps under the robust judge.
 ``--speed``: the default preset's ms/step with each assets-folder variant of the table (1 and 8
 chains), on an otherwise idle machine.
 ``--from-evaluation LABEL=EVALUATION_JSON=PATH`` takes a variant's reconstruction figures from an

@@ -1,6 +1,6 @@
 """Loss ablation of the generator (paper Fig. S8) as numbers and one comparison image.
 
-python scripts/ablation.py --variant "start of the fine-tunes=runs/g_prev.safetensors" \
+python experiments/ablation.py --variant "start of the fine-tunes=runs/g_prev.safetensors" \
     --variant "all losses=runs/g128b_ckpt300.pt" --variant "no L_GAN=runs/abl_nogan" \
     --variant "no L_h1=runs/abl_noh1" --out reports/ablation
 

@@ -1,0 +1,54 @@
+"""Which guidance the latent diffusion prior's preset should use: classifier guidance by C (ε2), the
+prior's own classifier-free guidance toward the class (scale w), or both, judged on held-out classes
+by the robust judge's top-1 and precision (reports/prior/guidance_choices.json).
+
+python experiments/ldm_guidance.py --levels 20 --classes 32 --chains 1 --out reports/prior/guidance_choices.json
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ppgn_core.evaluate import run_preset_on_classes  # noqa: E402
+from ppgn_core.nets.registry import load_bundle  # noqa: E402
+from ppgn_core.presets import get_preset  # noqa: E402
+from ppgn_core.prior_report import _judge_and_reference, _judged, tuning_classes  # noqa: E402
+
+#: (label, ε2 = C's guidance, w = classifier-free guidance scale)
+SETTINGS = [("C only (w 0)", 1.0, 0.0), ("C + prior's class (w 1)", 1.0, 1.0), ("C + prior's class (w 2)", 1.0, 2.0),
+            ("prior's class only (w 1)", 0.0, 1.0), ("prior's class only (w 3)", 0.0, 3.0)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--levels", type=int, default=20)
+    ap.add_argument("--classes", type=int, default=32)
+    ap.add_argument("--chains", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="reports/prior/guidance_choices.json")
+    args = ap.parse_args()
+    bundle = load_bundle("default")
+    judge, reference = _judge_and_reference("cpu")
+    classes = tuning_classes(args.classes)
+    base = get_preset("ldm-ppgn-h")
+    rows = {}
+    for label, eps2, w in SETTINGS:
+        preset = replace(base, name=f"ldm eps2={eps2:g} w={w:g}", cfg_scale=w, paper_eps=(0.0, eps2, 0.0),
+                         guidance_until=0.0 if eps2 > 0 else 1e9)
+        run = run_preset_on_classes(bundle, preset, classes, args.chains, args.levels, args.seed, args.levels)
+        rows[label] = {"eps2": eps2, "cfg_scale": w, **_judged(judge, reference, run.images, run.targets),
+                       "seconds_per_sample": round(run.seconds / len(run.targets), 3)}
+        print(label, json.dumps(rows[label]), flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"levels": args.levels, "classes": classes, "chains": args.chains, "seed": args.seed,
+                               "held_out": "tuning_classes (seed 7): in neither evaluation set", "rows": rows},
+                              indent=2))
+
+
+if __name__ == "__main__":
+    main()

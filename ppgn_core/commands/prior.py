@@ -1,0 +1,103 @@
+"""Command-line commands of the latent diffusion prior: ``train-prior`` and ``add-prior``.
+
+    python -m ppgn_core train-prior --resume checkpoints/code_diffusion.safetensors --max-minutes 60
+    python -m ppgn_core add-prior checkpoints/code_diffusion.safetensors
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+
+def add_parsers(sub) -> dict:
+    """The two sub-commands; returns {name: handler}."""
+    from ..training.diffusion import DiffusionConfig
+
+    p = sub.add_parser("train-prior", help="train (or continue) the latent diffusion prior over h on cached codes")
+    defaults = DiffusionConfig()
+    for f in fields(DiffusionConfig):
+        default = getattr(defaults, f.name)
+        kind = {"max_minutes": float, "threads": int, "limit": int}.get(f.name, str if default is None else type(default))
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default)
+    p = sub.add_parser("add-prior", help="ship a trained latent diffusion prior (EMA weights) in assets/")
+    p.add_argument("source", help="the run folder or its compact checkpoint (.safetensors)")
+    p.add_argument("--assets", default=None)
+    p.add_argument("--note", default=None)
+    p = sub.add_parser("prior-report", help="a code prior's quality against its noise levels, its own samples, "
+                                            "and a memorisation check (reports/prior/)")
+    p.add_argument("part", choices=["levels", "own", "memory"])
+    p.add_argument("--preset", default="ldm-ppgn-h", help="levels: the guided preset to sweep")
+    p.add_argument("--levels", type=int, nargs="+", default=None)
+    p.add_argument("--classes", type=int, default=32, help="held-out classes (levels, own)")
+    p.add_argument("--chains", type=int, default=2)
+    p.add_argument("--samples", type=int, default=256, help="memory: samples per setting")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prior", choices=["code_diffusion", "score_dae"], default="code_diffusion")
+    p.add_argument("--cache", default="cache", help="memory: folder of the cached training codes")
+    p.add_argument("--out", default=None, help="JSON file (default reports/prior/<part>_<preset or prior>.json)")
+    p.add_argument("--bundle", default="default")
+    return {"train-prior": run_train_prior, "add-prior": run_add_prior, "prior-report": run_prior_report}
+
+
+def run_train_prior(args) -> int:
+    from ..training.diffusion import DiffusionConfig, train_code_diffusion
+
+    cfg = DiffusionConfig(**{f.name: getattr(args, f.name) for f in fields(DiffusionConfig)})
+    print(json.dumps(train_code_diffusion(cfg)))
+    return 0
+
+
+def run_add_prior(args) -> int:
+    from pathlib import Path
+
+    from ..export import add_code_diffusion
+    from ..nets.registry import ASSETS
+
+    card = add_code_diffusion(args.source, Path(args.assets) if args.assets else ASSETS, args.note)
+    print(json.dumps(card["code_diffusion"], indent=2))
+    return 0
+
+
+def run_prior_report(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ..nets.registry import load_bundle
+    from .. import prior_report as pr
+
+    bundle = load_bundle(args.bundle)
+    classes = pr.tuning_classes(args.classes)
+    if args.part == "levels":
+        report = pr.levels_sweep(bundle, args.preset, classes, args.chains, args.seed,
+                                 tuple(args.levels or pr.LEVELS))
+        report["fewest_levels_within_noise"] = pr.fewest_levels_within_noise(report)
+        name = f"levels_{args.preset}"
+    elif args.part == "own":
+        report = pr.own_samples(bundle, classes, seed=args.seed, prior=args.prior)
+        name = f"own_{args.prior}"
+    else:
+        from ..data import to_float, val_photos
+        from ..nets.classifiers import LiteEncoder, load_efficientnet_lite
+        from ..train import TrainConfig, build_code_cache
+
+        cfg = TrainConfig(kind="hdae", cache=args.cache)
+        encoder = LiteEncoder(load_efficientnet_lite(0), cfg.h_block, cfg.h1_block, cfg.size)
+        train = build_code_cache(cfg, encoder, torch.device("cpu")).h
+        photos, _ = val_photos(range(4, 5))  # the 5th val photo of every class: 1,000 unseen photos
+        with torch.no_grad():
+            val = torch.cat([encoder(to_float(photos[i:i + 64])) for i in range(0, len(photos), 64)])
+        net = bundle.code_diffusion if args.prior == "code_diffusion" else bundle.score_dae
+        drawn = torch.tensor([c % 1000 for c in range(0, 1000, max(1, 1000 // args.samples))][: args.samples])
+        samples = {"prior, unconditional": pr._prior_codes(bundle, len(drawn), 20, args.seed, None, 0.0, args.prior)}
+        if args.prior == "code_diffusion":
+            for w in (1.0, 3.0):
+                samples[f"prior, class-conditional, CFG {w:g}"] = pr._prior_codes(bundle, len(drawn), 20, args.seed,
+                                                                                   drawn, w, args.prior)
+        report = pr.memorisation(bundle, train, val, samples, net.standardise)
+        name = f"memory_{args.prior}"
+    path = pr.save(report, Path(args.out or f"reports/prior/{name}.json"))
+    print(json.dumps(report, indent=2)[:4000])
+    print(f"written: {path}")
+    return 0

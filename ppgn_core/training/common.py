@@ -1,0 +1,54 @@
+"""Small pieces every training loop shares: ranks, per-step seeded generators, logs, grids, PSNR,
+mixed precision."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def _rank() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 131 + rank)
+
+
+def _save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
+    from torchvision.utils import save_image
+
+    save_image(images.clamp(0, 1), str(path), nrow=nrow, padding=2)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio (dB) of images in [0, 1]."""
+    mse = F.mse_loss(a.clamp(0, 1), b.clamp(0, 1)).item()
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+class CsvLog:
+    def __init__(self, path: Path, fields: list[str]):
+        self.path, self.fields = path, fields
+        if path.exists():  # a resumed run keeps its file's columns
+            with open(path, newline="") as f:
+                self.fields = next(csv.reader(f), fields)
+        else:
+            with open(path, "w", newline="") as f:
+                csv.writer(f).writerow(fields)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([row.get(k, "") for k in self.fields])
+
+
+def mixed_precision(device: torch.device, amp: bool):
+    """bf16 autocast on ``device`` when ``amp`` (--amp), else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)

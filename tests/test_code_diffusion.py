@@ -1,0 +1,220 @@
+"""The latent diffusion prior over h: its network, training loop, checkpoints and the guided sampler on it."""
+
+import math
+
+import pytest
+import torch
+
+from ppgn_core.conditions import ClassCondition, UnitCondition
+from ppgn_core.nets.code_diffusion import CodeDiffusionUNet
+from ppgn_core.nets.registry import tiny_bundle
+from ppgn_core.presets import build_sampler, get_preset
+from ppgn_core.sampler import Control, GuidedDenoisingSampler, StepSettings
+from ppgn_core.storage import CheckpointError
+from ppgn_core.training.diffusion import (
+    EMA,
+    DiffusionConfig,
+    edm_loss,
+    edm_sigmas,
+    export_ema,
+    load_compact,
+    train_code_diffusion,
+)
+
+SHAPE = (8, 4, 4)
+
+
+def tiny_codes(n=256, classes=4, seed=0):
+    """Codes of ``classes`` clusters, one per class: a prior that learns them beats the identity."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, *SHAPE, generator=g) * 2
+    labels = torch.arange(n) % classes
+    return centres[labels] + 0.3 * torch.randn(n, *SHAPE, generator=g) + 5.0, labels
+
+
+def tiny_config(tmp_path, **kw):
+    base = dict(out=str(tmp_path / "run"), steps=60, batch=32, lr=2e-3, warmup_steps=5, channels=8, blocks=1,
+                heads=2, dropout=0.0, log_every=10, ckpt_every=20, ema_decay=0.9)
+    base.update(kw)
+    return DiffusionConfig(**base)
+
+
+def held_out_loss(model, codes, labels, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    u = model.standardise(codes)
+    sigma = edm_sigmas(len(codes), -0.4, 1.2, g)
+    with torch.no_grad():
+        return edm_loss(model.eval(), u, labels, sigma, torch.randn(u.shape, generator=g)).item()
+
+
+def test_network_shapes_and_preconditioning_limits():
+    m = CodeDiffusionUNet(SHAPE, 8, 1, num_classes=10, heads=2).eval()
+    u = torch.randn(3, *SHAPE)
+    out = m.denoise_standardised(u, torch.tensor([0.1, 1.0, 10.0]), torch.tensor([0, 3, 10]))
+    assert out.shape == u.shape and torch.isfinite(out).all()
+    # the output layer starts at zero: D = c_skip·u, which tends to u as σ → 0
+    assert torch.allclose(m.denoise_standardised(u, 1e-4, None), u, atol=1e-6)
+    with pytest.raises(ValueError, match="class labels"):
+        m.denoise_standardised(u, 1.0, torch.tensor([0, 1, 11]))
+    with pytest.raises(ValueError, match="even"):
+        CodeDiffusionUNet((8, 5, 5))
+
+
+def test_cfg_scale_zero_is_the_unconditional_prior_and_one_the_conditional():
+    torch.manual_seed(0)
+    m = CodeDiffusionUNet(SHAPE, 8, 1, num_classes=10, heads=2).eval()
+    with torch.no_grad():  # the zero-initialised output layers made random: the class embedding matters
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    u, y = torch.randn(2, *SHAPE), torch.tensor([1, 7])
+    with torch.no_grad():
+        uncond, cond = m.denoise_standardised(u, 0.7, None), m.denoise_standardised(u, 0.7, y)
+        assert not torch.allclose(uncond, cond)
+        assert torch.allclose(m.guided_denoise(u, 0.7, y, 0.0), uncond)
+        assert torch.allclose(m.guided_denoise(u, 0.7, y, 1.0), cond)
+        two = m.guided_denoise(u, 0.7, y, 2.0)
+        assert torch.allclose(two, uncond + 2 * (cond - uncond), atol=1e-5)
+
+
+def test_training_on_tiny_codes_lowers_the_loss(tmp_path):
+    codes, labels = tiny_codes()
+    cfg = tiny_config(tmp_path, steps=150)
+    torch.manual_seed(0)
+    from ppgn_core.train import elementwise_statistics
+    from ppgn_core.training.diffusion import build_model
+
+    before = held_out_loss(build_model(cfg, SHAPE, *elementwise_statistics(codes)), codes, labels)
+    train_code_diffusion(cfg, codes, labels)
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    model = build_model(cfg, SHAPE)
+    model.load_state_dict(ck["model"])
+    after = held_out_loss(model, codes, labels)
+    assert after < 0.8 * before, (before, after)
+    rows = (tmp_path / "run" / "losses.csv").read_text().splitlines()
+    assert rows[0] == "step,minutes,loss,lr" and len(rows) == 1 + 15
+
+
+def test_resume_is_exact_and_ema_follows_the_weights(tmp_path):
+    codes, labels = tiny_codes(64)
+    whole = tiny_config(tmp_path / "a", steps=40)
+    train_code_diffusion(whole, codes, labels)
+    halves = tiny_config(tmp_path / "b", steps=20)
+    train_code_diffusion(halves, codes, labels)
+    halves.steps = 40
+    train_code_diffusion(halves, codes, labels)  # resumes from checkpoint.pt at step 20
+    a = torch.load(tmp_path / "a" / "run" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=True)
+    assert a["step"] == b["step"] == 40
+    for part in ("model", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    # the EMA is an average of the weights: between the start and the end, not equal to the end
+    k = "conv_out.weight"
+    assert not torch.equal(a["ema"][k], a["model"][k])
+    assert a["ema"][k].abs().sum() > 0  # it moved away from the zero start
+
+
+def test_ema_update_rule():
+    net = torch.nn.Linear(2, 2)
+    ema = EMA(net, decay=0.5)
+    with torch.no_grad():
+        before = ema.model.weight.clone()
+        net.weight.add_(1.0)
+    ema.update(net, step=1000)  # decay 0.5 after the ramp
+    assert torch.allclose(ema.model.weight, before + 0.5)
+
+
+def test_compact_checkpoint_continues_and_refuses_damage(tmp_path):
+    codes, labels = tiny_codes(64)
+    compact = tmp_path / "ck.safetensors"
+    cfg = tiny_config(tmp_path, steps=20, resume=str(compact))
+    train_code_diffusion(cfg, codes, labels)
+    ck = load_compact(compact)
+    assert ck["step"] == 20 and ck["network"]["channels"] == 8
+    # a new machine: runs/ is gone, the compact file continues the count
+    cfg2 = tiny_config(tmp_path / "fresh", steps=30, resume=str(compact))
+    out = train_code_diffusion(cfg2, codes, labels)
+    assert out["step"] == 30 and load_compact(compact)["step"] == 30
+    data = compact.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_compact(tmp_path / "cut.safetensors")
+    flipped = bytearray(data)
+    flipped[-5] ^= 0xFF  # a weight's byte changed: the recorded hash no longer matches
+    (tmp_path / "flip.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="corrupt or altered"):
+        load_compact(tmp_path / "flip.safetensors")
+    exported = export_ema(compact, tmp_path / "ema.safetensors")
+    assert exported["steps"] == 30 and exported["config"]["arch"] == "code_diffusion_unet"
+
+
+def _guided(bundle, cond, solver, steps, cfg_scale=1.0, labels=None, eps2=1.0):
+    sampler = GuidedDenoisingSampler(bundle_space(bundle), bundle.code_diffusion, cond,
+                                     Control(StepSettings(eps2=eps2, eps3=0.0)), 10.0, 0.05, seed=3, solver=solver,
+                                     labels=labels, cfg_scale=cfg_scale)
+    snaps = list(sampler.run(sampler.init(2), steps))
+    return sampler, snaps
+
+
+def bundle_space(bundle):
+    from ppgn_core.presets import make_space
+
+    return make_space(get_preset("ldm-ppgn-h"), bundle)
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun", "dpmpp2m"])
+@pytest.mark.parametrize("steps", [1, 12])
+def test_sampler_returns_finite_codes_in_range(solver, steps):
+    bundle = tiny_bundle()
+    cond = ClassCondition(bundle.classifier, 5)
+    sampler, snaps = _guided(bundle, cond, solver, steps, labels=torch.tensor([5]))
+    final = snaps[-1]
+    lo, hi = bundle.code_range
+    assert final.step == steps and torch.isfinite(final.z).all()
+    assert final.z.min() >= lo and final.z.max() <= hi
+    assert torch.isfinite(final.image).all() and final.image.min() >= 0 and final.image.max() <= 1
+    assert sampler.evaluations == (2 * steps - 1 if solver == "heun" else steps)
+
+
+def test_sampler_cfg_zero_draws_what_the_unconditional_prior_draws():
+    bundle = tiny_bundle()
+    cond = ClassCondition(bundle.classifier, 5)
+    _, a = _guided(bundle, cond, "dpmpp2m", 6, cfg_scale=0.0, labels=torch.tensor([5]))
+    _, b = _guided(bundle, cond, "dpmpp2m", 6, cfg_scale=0.0, labels=None)
+    _, c = _guided(bundle, cond, "dpmpp2m", 6, cfg_scale=1.0, labels=torch.tensor([5]))
+    assert torch.equal(a[-1].z, b[-1].z)
+    assert not torch.equal(a[-1].z, c[-1].z)  # the class does reach the prior when the scale is not 0
+
+
+def test_presets_on_the_diffusion_prior_take_the_class_and_steer_units():
+    bundle = tiny_bundle()
+    s = build_sampler("ldm-ppgn-h", bundle, ClassCondition(bundle.classifier, [4, 9]), seed=1)
+    assert s.labels.tolist() == [4, 9] and s.solver == "dpmpp2m"
+    unit = build_sampler("ldm-ppgn-h", bundle, UnitCondition(bundle.classifier, "blocks.1:3"), seed=1)
+    assert unit.labels is None  # a hidden unit: the unconditional prior, steered by C
+    snaps = list(unit.run(unit.init(2), 4))
+    assert torch.isfinite(snaps[-1].z).all()
+    assert s.cfg_scale == get_preset("ldm-ppgn-h").cfg_scale > 0
+    with pytest.raises(ValueError, match="cannot inpaint"):
+        from ppgn_core.conditions import InpaintContext
+
+        build_sampler("ldm-ppgn-h", bundle, ClassCondition(bundle.classifier, 2),
+                      context=InpaintContext(torch.rand(1, 3, 32, 32), torch.arange(32).view(1, 1, 1, 32).expand(1, 1, 32, 32).ge(16).float()))
+
+
+def test_bad_solver_settings_are_refused():
+    bundle = tiny_bundle()
+    cond = ClassCondition(bundle.classifier, 5)
+    with pytest.raises(ValueError, match="solver"):
+        _guided(bundle, cond, "rk45", 3)
+    with pytest.raises(ValueError, match="guidance scale"):
+        _guided(bundle, cond, "euler", 3, cfg_scale=math.nan)
+
+
+def test_the_default_takes_the_fewest_levels_within_noise_of_the_best():
+    from ppgn_core.prior_report import fewest_levels_within_noise
+
+    rows = lambda *hits: {"levels": {str(k): {"n": 16, "robust_top1": v}  # noqa: E731
+                                     for k, v in zip((10, 15, 20, 30, 60), hits)}}
+    assert fewest_levels_within_noise(rows(0.5, 0.625, 0.6875, 1.0, 0.9375)) == 30  # 60 is within, 20 is not
+    assert fewest_levels_within_noise(rows(0.6, 0.8, 0.82, 0.81, 0.8)) == 15  # 15 is within one error (9.6%) of 82%
