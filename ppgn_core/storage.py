@@ -39,15 +39,25 @@ def _finish(tmp: Path) -> None:
     os.chmod(tmp, 0o666 & ~mask)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` then move ``tmp`` over ``path`` in one step; on any error (a full disk
-    included) the temporary file is removed and ``path`` keeps its old content."""
-    path = Path(path)
+def _written_temporary(path: Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` to a temporary beside ``path``, flushed; on any error it is removed and the error raised."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
     try:
         write(tmp)
         _finish(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` then move ``tmp`` over ``path`` in one step; on any error (a full disk
+    included) the temporary file is removed and ``path`` keeps its old content."""
+    path = Path(path)
+    tmp = _written_temporary(path, write)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -137,14 +147,7 @@ class StagedFiles:
     def write(self, path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
         """Write ``path``'s new content to a temporary (returned: hash or size it there)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_path(path)
-        try:
-            write(tmp)
-            _finish(tmp)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        tmp = _written_temporary(path, write)
         self.pending = [(t, p) for t, p in self.pending if p != path] + [(tmp, path)]
         return tmp
 

@@ -7,6 +7,10 @@
 #                                                 a design-search variant from scratch (e.g. NAME=b7
 #                                                 --h-block 7); its compact checkpoint comes back as
 #                                                 $OUT/NAME.safetensors (then: export --assets … --data …)
+#   scripts/gpu_train.sh prior MINUTES BATCH LR   continue the latent diffusion prior from
+#                                                 checkpoints/code_diffusion.safetensors on E's codes of the
+#                                                 carried photos; the compact checkpoint comes back as
+#                                                 $OUT/code_diffusion.safetensors (then: add-prior FILE)
 #   scripts/gpu_train.sh rh MINUTES BATCH LR      continue the shipped noise-conditional R_h(h, σ)
 #                                                 (assets/code_score_dae.safetensors) on E's codes of the
 #                                                 carried photos; $OUT/rh/ comes back as a run folder
@@ -58,6 +62,19 @@ EOF
 fi
 
 batch=$1; lr=$2
+
+if [ "$mode" = prior ]; then  # the latent diffusion prior: cached codes only, so E's pass is the setup
+  cp checkpoints/code_diffusion.safetensors "$OUT/code_diffusion.safetensors"
+  stop=$(python3 -c "
+from ppgn_core.training.diffusion import load_compact
+print(round(load_compact('$OUT/code_diffusion.safetensors')['minutes'] + $minutes, 3))")
+  timeout $(( ${minutes%.*} * 60 + 300 )) python3 -m ppgn_core train-prior --data "$work/data/train" \
+    --cache "$work/cache_$key" --device "${DEVICE:-cuda}" --threads 8 --batch "$batch" --lr "$lr" \
+    --steps 100000000 --max-minutes "$stop" --ckpt-every 2000 --log-every 200 --out "$work/prior" \
+    --resume "$OUT/code_diffusion.safetensors" 2>&1 | tee "$OUT/prior.log" | tail -5
+  cp "$work/prior/losses.csv" "$OUT/prior_losses.csv" 2>/dev/null; ls -la "$OUT"
+  exit 0
+fi
 
 if [ "$mode" = rh ]; then  # R_h(h, σ): a small network on cached codes; E's pass over the photos is the setup
   rm -rf "$work/rh" "$OUT/rh"

@@ -69,8 +69,11 @@ def test_training_resume_refuses_pickled_code(tmp_path):
     root.mkdir(parents=True)
     for k in range(4):
         Image.fromarray(np.full((32, 32, 3), 40 * k, np.uint8)).save(root / f"{k}.png")
-    with pytest.raises(pickle.UnpicklingError):
+    from ppgn_core.storage import CheckpointError
+
+    with pytest.raises(CheckpointError, match="checkpoint.pt cannot be read") as err:
         run(TrainConfig(kind="xdae", data=str(tmp_path / "imgs"), out=str(out), steps=2, batch=2, size=32))
+    assert isinstance(err.value.__cause__, pickle.UnpicklingError)  # refused by the weights-only unpickler
     assert not MARKER.exists()
 
 
