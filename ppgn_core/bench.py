@@ -156,18 +156,12 @@ PICTURE_PRESETS = (DEFAULT_PRESET, "guided-ppgn-h")
 
 def time_to_picture(bundle: ModelBundle, preset: str, chains: int, repeats: int = 3, device: str = "cpu") -> dict:
     """Seconds for a whole run of ``preset`` at its own number of steps (noise levels), from noise to the
-    final images, for ``chains`` chains: median, min and max of ``repeats`` runs after a warm-up."""
+    final images, for ``chains`` chains: :func:`time_steps` over the preset's own step count."""
     steps = PRESETS[preset].steps
-    cond = ClassCondition(bundle.classifier, 980)
-    runs = []
-    for r in range(repeats + 1):
-        s = build_sampler(preset, bundle, cond, seed=r)
-        t0 = time.perf_counter()
-        list(s.run(s.init(chains, device), steps, snapshot_every=10 ** 9))
-        if r:  # the first run warms up
-            runs.append(time.perf_counter() - t0)
-    return {"steps": steps, "median_s": round(statistics.median(runs), 2), "min_s": round(min(runs), 2),
-            "max_s": round(max(runs), 2), "runs": len(runs)}
+    t = time_steps(bundle, preset, chains, steps, repeats, device)
+    per_run = lambda ms: round(ms * (steps + 1) / 1000, 2)  # noqa: E731 (time_steps divides by steps + 1)
+    return {"steps": steps, "median_s": per_run(t["median_ms"]), "min_s": per_run(t["min_ms"]),
+            "max_s": per_run(t["max_ms"]), "runs": t["runs"]}
 
 
 def robust_cost(bundle: ModelBundle, preset: str = DEFAULT_PRESET, ks: tuple[int, ...] = (0, 1, 2, 4),

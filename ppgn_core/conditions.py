@@ -329,6 +329,12 @@ def imagenet_lemmas() -> tuple[tuple[str, ...], ...]:
     return tuple(rows[i] for i in range(len(rows)))
 
 
+@functools.lru_cache(maxsize=1)
+def _lemma_keys() -> tuple[frozenset[str], ...]:
+    """Each class's WordNet names, normalised and without spaces (what a typed name is compared with)."""
+    return tuple(frozenset(_norm(x).replace(" ", "") for x in names) for names in imagenet_lemmas())
+
+
 def class_index(name_or_index: str | int, categories: list[str] | None = None) -> int:
     """Resolve a class given by index ("980", 980), name ("Volcano", "golf_ball") or any WordNet name of
     the class ("lighthouse", "pharos": class 437, "beacon"), forgiving case, spaces and underscores.
@@ -351,7 +357,7 @@ def class_index(name_or_index: str | int, categories: list[str] | None = None) -
         if n.replace(" ", "") == squashed:
             return i
     lemmas = imagenet_lemmas() if len(cats) == 1000 else ()
-    hits = [i for i, names in enumerate(lemmas) if any(_norm(x).replace(" ", "") == squashed for x in names)]
+    hits = [i for i, keys in enumerate(_lemma_keys()) if squashed in keys] if lemmas else []
     if len(hits) == 1:
         return hits[0]
     if hits:

@@ -209,19 +209,13 @@ def add_daes(assets: Path = ASSETS, hdae_run: str | None = None, xdae_run: str |
 def add_code_diffusion(source: str | Path, assets: Path = ASSETS, note: str | None = None) -> dict:
     """Ship the EMA weights of a latent diffusion prior run (its folder or its compact checkpoint) beside
     G and record it in the model card; the prior is fitted to G's code, which it does not change."""
-    from .storage import load_torch_checkpoint as _load
-    from .training.diffusion import load_compact
+    from .training.diffusion import read_run
 
     assets, source = Path(assets), Path(source)
     card = read_card(assets)
-    if source.suffix == ".safetensors":
-        ck = load_compact(source)
-        ema, network, step, minutes, losses = ck["ema"], ck["network"], ck["step"], ck["minutes"], {}
-    else:
-        ck = _load(source / "checkpoint.pt", ("ema", "step", "minutes"))
-        meta = json.loads((source / "config.json").read_text())
-        ema, network, step, minutes = ck["ema"], meta["network"], int(ck["step"]), float(ck["minutes"])
-        losses = _last_row(source / "losses.csv")
+    run = read_run(source)
+    ema, network, step, minutes = run["ema"], run["network"], run["step"], run["minutes"]
+    losses = {} if source.suffix == ".safetensors" else _last_row(source / "losses.csv")
     if list(network["code_shape"]) != list(card["code"]["shape"]):
         raise ValueError(f"the prior was trained on codes of shape {network['code_shape']}, the bundle's code is "
                          f"{card['code']['shape']}")
@@ -366,11 +360,6 @@ def design_search_table(variants: dict) -> list[str]:
                      f"{pct(r.get('precision'))} | {pct(smp.get('robust_top1'))} | {pct(smp.get('precision'))} | "
                      f"{speed} |")
     return lines
-
-
-def write_card_markdown(card: dict, path: Path) -> None:
-    with StagedFiles() as stage:
-        stage.write_text(path, card_markdown(card))
 
 
 def card_markdown(card: dict) -> str:

@@ -171,7 +171,8 @@ def result_record(req: SampleRequest, sampler: Sampler, snaps: list[Snapshot], s
         "realism": s.realism, "p_target": s.p_target,
         "at_target": s.at_target, "seed": req.seed,
         "steps": req.steps, "steps_run": last.step, "stopped_early": last.step < req.steps,
-        "classes": req.classes, "class_indices": [class_index(c) for c in req.classes], "neuron": req.neuron, "weights": req.weights, "chains": chain_records(
+        "classes": req.classes, "class_indices": [class_index(c) for c in req.classes], "neuron": req.neuron,
+        "weights": req.weights, "chains": chain_records(
             first, last, bool(req.neuron) and not req.classes),
         "recoveries": sampler.recoveries, "seconds": round(seconds, 3), "device": device,
         "condition_input_size": sampler.condition.classifier.input_size,

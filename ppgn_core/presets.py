@@ -268,7 +268,7 @@ def build_sampler(preset: Preset | str, bundle: ModelBundle, condition: Conditio
         labels = class_labels(condition) if p.code_prior == "code_diffusion" else None
         return GuidedDenoisingSampler(space, _score_dae(p, bundle), condition, control, p.sigma_start, p.sigma_end,
                                       seed=seed, realism=realism, churn=p.churn, guidance_until=p.guidance_until,
-                                      solver=p.solver, labels=labels, cfg_scale=p.cfg_scale if labels is not None else 0.0)
+                                      solver=p.solver, labels=labels, cfg_scale=p.cfg_scale)
     if p.sampler != "mala":
         raise ValueError(f"unknown sampler {p.sampler!r}: mala or guided")
     max_abs = None

@@ -55,8 +55,7 @@ def _judged(judge, reference, images: torch.Tensor, targets: torch.Tensor) -> di
     from .judge import robust_report
 
     rob = robust_report(judge, images, targets, reference)
-    plain = rob["_logits"]["plain"].argmax(1).cpu() == targets
-    return {"n": len(targets), "plain_top1": float(plain.float().mean()), "robust_top1": rob["robust_top1"],
+    return {"n": len(targets), "plain_top1": rob["accuracy"]["plain"]["top1"], "robust_top1": rob["robust_top1"],
             "precision": rob["precision"], "recall": rob["recall"]}
 
 

@@ -89,7 +89,7 @@ def run_prior_report(args) -> int:
         with torch.no_grad():
             val = torch.cat([encoder(to_float(photos[i:i + 64])) for i in range(0, len(photos), 64)])
         net = bundle.code_diffusion if args.prior == "code_diffusion" else bundle.score_dae
-        drawn = torch.tensor([c % 1000 for c in range(0, 1000, max(1, 1000 // args.samples))][: args.samples])
+        drawn = torch.arange(0, 1000, max(1, 1000 // args.samples))[: args.samples]  # classes spread over all 1,000
         samples = {"prior, unconditional": pr._prior_codes(bundle, len(drawn), 20, args.seed, None, 0.0, args.prior)}
         if args.prior == "code_diffusion":
             for w in (1.0, 3.0):

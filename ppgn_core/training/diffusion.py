@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from ..storage import (
     load_checked_safetensors,
     load_torch_checkpoint,
 )
+from .common import CsvLog, _step_generator
 
 
 @dataclass
@@ -110,10 +110,6 @@ class EMA:
             e.lerp_(p.detach(), 1 - d)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
-
-
-def _step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
 def _learning_rate(cfg: DiffusionConfig, step: int, ramp_from: int | None) -> float:
@@ -213,9 +209,7 @@ def train_code_diffusion(cfg: DiffusionConfig, codes: torch.Tensor | None = None
         if cfg.resume:
             save_compact(Path(cfg.resume), model, ema, step, minutes_now(), cfg)
 
-    log_path = out / "losses.csv"
-    if not log_path.exists():
-        log_path.write_text("step,minutes,loss,lr\n")
+    log = CsvLog(out / "losses.csv", ["step", "minutes", "loss", "lr"])
     last: dict = {}
     first = step
     model.train()
@@ -224,7 +218,7 @@ def train_code_diffusion(cfg: DiffusionConfig, codes: torch.Tensor | None = None
         while step < cfg.steps:
             if cfg.max_minutes is not None and minutes_now() >= cfg.max_minutes:
                 break
-            gen = _step_generator(cfg.seed, step)
+            gen = _step_generator(cfg.seed, step, 0)
             idx = torch.randint(0, len(codes), (cfg.batch,), generator=gen)
             u = model.standardise(codes[idx].float().to(device))
             y = drop_labels(labels[idx], cfg.label_dropout, model.null_class, gen).to(device)
@@ -247,8 +241,8 @@ def train_code_diffusion(cfg: DiffusionConfig, codes: torch.Tensor | None = None
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.0f}", **left, refresh=False)
             last = {"step": step, "loss": loss.item()}
             if step % cfg.log_every == 0 or step == cfg.steps:
-                with open(log_path, "a") as f:
-                    f.write(f"{step},{minutes_now():.3f},{loss.item():.6f},{opt.param_groups[0]['lr']:.3g}\n")
+                log.write({"step": step, "minutes": round(minutes_now(), 3), "loss": round(loss.item(), 6),
+                           "lr": opt.param_groups[0]["lr"]})
             if step % cfg.ckpt_every == 0:
                 save()
     finally:
@@ -257,32 +251,21 @@ def train_code_diffusion(cfg: DiffusionConfig, codes: torch.Tensor | None = None
     return {**last, "step": step, "minutes": round(minutes_now(), 3)}
 
 
+def read_run(source: Path) -> dict:
+    """A prior's run, from its folder (``checkpoint.pt``, ``config.json``) or its compact checkpoint: ``ema``
+    (fp32 state), ``network`` (its config), ``step``, ``minutes``."""
+    source = Path(source)
+    if source.suffix == ".safetensors":
+        ck = load_compact(source)
+        return {"ema": ck["ema"], "network": ck["network"], "step": ck["step"], "minutes": ck["minutes"]}
+    ck = load_torch_checkpoint(source / "checkpoint.pt", ("ema", "step", "minutes"))
+    return {"ema": ck["ema"], "network": json.loads((source / "config.json").read_text())["network"],
+            "step": int(ck["step"]), "minutes": float(ck["minutes"])}
+
+
 def export_ema(checkpoint: Path, path: Path) -> dict:
-    """The EMA weights of a run (``checkpoint.pt`` or a compact file) as fp16 safetensors for ``assets/``;
-    returns the network config and the step."""
-    checkpoint = Path(checkpoint)
-    if checkpoint.suffix == ".safetensors":
-        ck = load_compact(checkpoint)
-        state, network, step = ck["ema"], ck["network"], ck["step"]
-    else:
-        ck = load_torch_checkpoint(checkpoint, ("ema", "step"))
-        state, step = ck["ema"], int(ck["step"])
-        network = json.loads((checkpoint.parent / "config.json").read_text())["network"]
-    atomic_save_safetensors({k: v.half().contiguous() for k, v in state.items()}, Path(path))
-    return {"config": network, "steps": step}
-
-
-def main_loss_floor(model: CodeDiffusionUNet, codes: torch.Tensor, labels: torch.Tensor, cfg: DiffusionConfig,
-                    n: int = 512, seed: int = 123) -> float:
-    """The EDM loss on ``n`` fixed (code, level, noise) draws (no dropout): a held-out figure for a run."""
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(codes), (n,), generator=gen)
-    u = model.standardise(codes[idx].float())
-    sigma = edm_sigmas(n, cfg.p_mean, cfg.p_std, gen)
-    noise = torch.randn(u.shape, generator=gen)
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        loss = edm_loss(model, u, labels[idx].long(), sigma, noise).item()
-    model.train(was)
-    return loss if math.isfinite(loss) else float("nan")
+    """The EMA weights of a run (its folder or its compact file) as fp16 safetensors; returns the network
+    config and the step."""
+    run = read_run(checkpoint)
+    atomic_save_safetensors({k: v.half().contiguous() for k, v in run["ema"].items()}, Path(path))
+    return {"config": run["network"], "steps": run["step"]}
