@@ -22,6 +22,7 @@ if __name__ == "__main__":
 import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ppgn_core.allocator import configure_for_serving  # noqa: E402
 from ppgn_core.images import MAX_PIXELS  # noqa: E402
 
 # Gradio decodes uploads with PIL: make PIL refuse decompression bombs above our limit (it raises
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queue-size", type=int, default=16)
     args = parser.parse_args(argv)
     t0 = time.time()
+    configure_for_serving()  # few malloc arenas: memory freed by one worker thread serves the next run
     studio = make_studio(args.bundle, args.device)
     demo = build_app(studio)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)

@@ -1,8 +1,10 @@
 """Which guidance the latent diffusion prior's preset should use: classifier guidance by C (ε2), the
 prior's own classifier-free guidance toward the class (scale w), or both, judged on held-out classes
-by the robust judge's top-1 and precision (reports/prior/guidance_choices.json).
+by the robust judge's top-1 and precision (reports/prior/guidance_choices.json). ``--set late``: C's
+guidance weaker, or off below a noise level (the finest levels the prior's alone), for precision.
 
 python experiments/ldm_guidance.py --levels 20 --classes 32 --chains 1 --out reports/prior/guidance_choices.json
+python experiments/ldm_guidance.py --set late --levels 30 --classes 32 --out reports/prior/guidance_late.json
 """
 
 import argparse
@@ -18,13 +20,19 @@ from ppgn_core.nets.registry import load_bundle  # noqa: E402
 from ppgn_core.presets import get_preset  # noqa: E402
 from ppgn_core.prior_report import _judge_and_reference, _judged, tuning_classes  # noqa: E402
 
-#: (label, ε2 = C's guidance, w = classifier-free guidance scale)
-SETTINGS = [("C only (w 0)", 1.0, 0.0), ("C + prior's class (w 1)", 1.0, 1.0), ("C + prior's class (w 2)", 1.0, 2.0),
-            ("prior's class only (w 1)", 0.0, 1.0), ("prior's class only (w 3)", 0.0, 3.0)]
+#: (label, ε2 = C's guidance, w = classifier-free guidance scale, σ below which C no longer guides)
+SETTINGS = {
+    "guidance": [("C only (w 0)", 1.0, 0.0, 0.0), ("C + prior's class (w 1)", 1.0, 1.0, 0.0),
+                 ("C + prior's class (w 2)", 1.0, 2.0, 0.0), ("prior's class only (w 1)", 0.0, 1.0, None),
+                 ("prior's class only (w 3)", 0.0, 3.0, None)],
+    "late": [("default (ε2 1, w 2)", 1.0, 2.0, 0.0), ("C off below σ 0.5", 1.0, 2.0, 0.5),
+             ("C off below σ 2", 1.0, 2.0, 2.0), ("ε2 0.5", 0.5, 2.0, 0.0)],
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--set", choices=sorted(SETTINGS), default="guidance")
     ap.add_argument("--levels", type=int, default=20)
     ap.add_argument("--classes", type=int, default=32)
     ap.add_argument("--chains", type=int, default=1)
@@ -36,11 +44,11 @@ def main() -> None:
     classes = tuning_classes(args.classes)
     base = get_preset("ldm-ppgn-h")
     rows = {}
-    for label, eps2, w in SETTINGS:
+    for label, eps2, w, until in SETTINGS[args.set]:
         preset = replace(base, name=f"ldm eps2={eps2:g} w={w:g}", cfg_scale=w, paper_eps=(0.0, eps2, 0.0),
-                         guidance_until=0.0 if eps2 > 0 else 1e9)
+                         guidance_until=1e9 if until is None else until)
         run = run_preset_on_classes(bundle, preset, classes, args.chains, args.levels, args.seed, args.levels)
-        rows[label] = {"eps2": eps2, "cfg_scale": w, **_judged(judge, reference, run.images, run.targets),
+        rows[label] = {"eps2": eps2, "cfg_scale": w, "guidance_until": until, **_judged(judge, reference, run.images, run.targets),
                        "seconds_per_sample": round(run.seconds / len(run.targets), 3)}
         print(label, json.dumps(rows[label]), flush=True)
     out = Path(args.out)

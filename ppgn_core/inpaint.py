@@ -19,7 +19,8 @@ def run_inpaint(bundle: ModelBundle, x_real: torch.Tensor, mask: torch.Tensor,
                 classes: list[str | int] | None = None, preset: str = DEFAULT_CHAIN_PRESET, steps: int = 100,
                 seed: int = 0, eps4: float = 1.0, chains: int = 1, snapshot_every: int | None = None,
                 control=None, **overrides) -> dict:
-    """Fill the region where ``mask`` is 1. Chains start from the code of the real image, E(x_real);
+    """Fill the region where ``mask`` is 1. MALA-approx chains start from the code of the real
+    image, E(x_real) (a guided-denoising preset starts from noise);
     C and the prior see ``M⊙x + (1−M)⊙x_real``; ε4 > 0 adds the pixel context term (PPGN-context).
     Returns the filled images (observed pixels equal to the input's, bit for bit) and figures."""
     cls = class_index(classes[0]) if classes else top_class(bundle, x_real)
@@ -30,7 +31,7 @@ def run_inpaint(bundle: ModelBundle, x_real: torch.Tensor, mask: torch.Tensor,
         overrides.update(eps1=e1, eps2=e2, eps3=e3)
     sampler = build_sampler(preset, bundle, ClassCondition(bundle.classifier, cls), seed=seed, context=context,
                             control=control, eps4=eps4, **overrides)
-    z0 = sampler.init(chains, x_real.device, start=x_real)
+    z0 = sampler.init(chains, x_real.device, start=x_real if sampler.starts_from_image else None)
     snaps = list(sampler.run(z0, steps, snapshot_every or max(1, steps)))
     first, last = snaps[0], snaps[-1]
     images = last.image

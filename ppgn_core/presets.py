@@ -63,8 +63,8 @@ class Preset:
 
     @property
     def is_chain(self) -> bool:
-        """Whether this preset runs MALA-approx chains (it can start from a photo's code, inpaint and keep
-        sampling); guided denoising draws each sample from noise over the noise levels instead."""
+        """Whether this preset runs MALA-approx chains (it can start from a photo's code and keep sampling);
+        guided denoising draws each sample from noise over the noise levels instead (it inpaints from noise)."""
         return self.sampler == "mala"
 
     def describe(self) -> str:
@@ -262,13 +262,10 @@ def build_sampler(preset: Preset | str, bundle: ModelBundle, condition: Conditio
     space = make_space(p, bundle)
     realism = None if bundle.discriminator is None else RealismCondition(bundle.discriminator)
     if p.sampler == "guided":
-        if context is not None:
-            raise ValueError(f"preset {p.name} draws codes from noise and cannot inpaint; use a MALA-approx preset "
-                             f"such as {DEFAULT_CHAIN_PRESET}")
         labels = class_labels(condition) if p.code_prior == "code_diffusion" else None
         return GuidedDenoisingSampler(space, _score_dae(p, bundle), condition, control, p.sigma_start, p.sigma_end,
                                       seed=seed, realism=realism, churn=p.churn, guidance_until=p.guidance_until,
-                                      solver=p.solver, labels=labels, cfg_scale=p.cfg_scale)
+                                      solver=p.solver, labels=labels, cfg_scale=p.cfg_scale, context=context)
     if p.sampler != "mala":
         raise ValueError(f"unknown sampler {p.sampler!r}: mala or guided")
     max_abs = None

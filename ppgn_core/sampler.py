@@ -172,13 +172,13 @@ def gated_objective(out, p_target: float) -> torch.Tensor:
 class ConditionGradient:
     """The condition's part of a step: ∂/∂z of ε2·log p(y|x(z)) (over K robust views of a jittered
     x when ``robust_k`` > 0; satisfied chains gated out with ``at_target="prior"``), plus the
-    realism term log D(real|x) and minus the inpainting context loss on the space's unclamped
-    image ``raw_image(z)``. ``gen`` is the sampler's generator, so the views and jitter are seeded
-    with the chain."""
+    realism term log D(real|x) and minus the inpainting context loss on the generator's own image.
+    ``raw_image(z)`` is that image; with a context, C and D see it with the observed pixels clamped.
+    ``gen`` is the sampler's generator, so the views and jitter are seeded with the chain."""
 
-    def __init__(self, condition: Condition, gen: torch.Generator, raw_image,
+    def __init__(self, condition: Condition, gen: torch.Generator,
                  context: InpaintContext | None = None, realism: RealismCondition | None = None):
-        self.condition, self.gen, self.raw_image = condition, gen, raw_image
+        self.condition, self.gen = condition, gen
         self.context, self.realism = context, realism
 
     def _jitter(self, x: torch.Tensor, amount: int) -> torch.Tensor:
@@ -192,11 +192,13 @@ class ConditionGradient:
             raise ValueError("realism > 0 needs a discriminator D in the model bundle (this bundle has none)")
         return self.realism
 
-    def __call__(self, z: torch.Tensor, image, s: StepSettings, need_grad: bool):
-        """(x(z), the condition's output, the gradient wrt z or None); ``image`` maps z to x."""
+    def __call__(self, z: torch.Tensor, raw_image, s: StepSettings, need_grad: bool):
+        """(x(z), the condition's output, the gradient wrt z or None); ``raw_image`` maps z to the
+        generator's image (one pass of G serves C, D and the context term)."""
         with torch.enable_grad() if need_grad else torch.no_grad():
             zz = z.detach().requires_grad_(need_grad)
-            x = image(zz)
+            raw = raw_image(zz)
+            x = raw if self.context is None else self.context.clamp(raw)
             if need_grad and s.robust_k > 0:
                 out = evaluate_robust(self.condition, self._jitter(x, s.jitter), s.robust_k, self.gen, s.robust_blur)
             else:
@@ -207,7 +209,7 @@ class ConditionGradient:
                 if s.realism > 0:
                     total = total + s.realism * self.realism_term().value(x).sum()
                 if self.context is not None and s.eps4 > 0:
-                    total = total - s.eps4 * self.context.context_loss(self.raw_image(zz)).sum()
+                    total = total - s.eps4 * self.context.context_loss(raw).sum()
                 (grad,) = torch.autograd.grad(total, zz)
         return x.detach(), out, grad
 
@@ -220,6 +222,8 @@ class Sampler:
     non-finite or runs past it is reverted to its last good state and reported.
     """
 
+    starts_from_image = True  # init(start=photo) begins at the photo's code (guided denoising: from noise)
+
     def __init__(self, space: Space, prior: Prior, condition: Condition, control: Control,
                  context: InpaintContext | None = None, seed: int = 0, max_abs: float | None = None,
                  reuse_image: bool = True, realism: RealismCondition | None = None):
@@ -228,7 +232,7 @@ class Sampler:
         self.seed = int(seed)
         self.gen = torch.Generator().manual_seed(self.seed)
         # realism: log D(real|x), weighted by StepSettings.realism (None: no D)
-        self.condition_gradient = ConditionGradient(condition, self.gen, space.to_image, context, realism)
+        self.condition_gradient = ConditionGradient(condition, self.gen, context, realism)
         self.np_rng = np.random.default_rng(self.seed)
         self.max_abs = max_abs
         self.schedule: list[dict] = []
@@ -261,7 +265,7 @@ class Sampler:
 
     # ---------------------------------------------------------------- one step
     def _evaluate(self, z: torch.Tensor, s: StepSettings, need_grad: bool):
-        return self.condition_gradient(z, self.image, s, need_grad)
+        return self.condition_gradient(z, self.space.to_image, s, need_grad)
 
     def step_direction(self, z: torch.Tensor, grad_term: torch.Tensor, s: StepSettings, t: int,
                        steps: int, x: torch.Tensor | None = None) -> torch.Tensor:
@@ -363,12 +367,20 @@ class GuidedDenoisingSampler(Sampler):
 
     ``churn`` γ > 0 makes the chain stochastic (Karras et al. 2022, Alg. 2): before each level but
     the last, fresh noise raises σ to σ(1 + γ). ``guidance_until``: below this σ the condition no
-    longer steers (no gradient is taken there): the finest levels are the prior's alone."""
+    longer steers (no gradient is taken there): the finest levels are the prior's alone.
+
+    Inpainting (``context``): C sees G(D) with the observed pixels clamped, and −ε4·‖(1−M)⊙(x_real − G(D))‖²
+    joins the condition's objective before its gradient is normalised, so the surroundings steer every
+    level as the class does (guidance on the denoised estimate, as Chung et al. 2023 do for inverse
+    problems). The chain starts from noise, not from the photo's code."""
+
+    starts_from_image = False
 
     def __init__(self, space: Space, dae, condition: Condition, control: Control, sigma_max: float = 10.0,
                  sigma_min: float = 0.05, seed: int = 0, realism: RealismCondition | None = None,
                  churn: float = 0.0, guidance_until: float = 0.0, solver: str = "euler",
-                 labels: torch.Tensor | None = None, cfg_scale: float = 0.0):
+                 labels: torch.Tensor | None = None, cfg_scale: float = 0.0,
+                 context: InpaintContext | None = None):
         from .priors import NoPrior
 
         if not 0 < sigma_min < sigma_max:
@@ -381,7 +393,7 @@ class GuidedDenoisingSampler(Sampler):
             raise ValueError(f"the classifier-free guidance scale must lie in 0..20, got {cfg_scale!r}")
         if labels is not None and cfg_scale > 0 and not hasattr(dae, "guided_denoise"):
             raise ValueError("classifier-free guidance needs a class-conditional prior (the code diffusion prior)")
-        super().__init__(space, NoPrior(), condition, control, seed=seed, realism=realism)
+        super().__init__(space, NoPrior(), condition, control, context=context, seed=seed, realism=realism)
         self.dae, self.sigma_max, self.sigma_min = dae, float(sigma_max), float(sigma_min)
         self.churn, self.guidance_until, self.solver = float(churn), float(guidance_until), solver
         self.labels = None if labels is None or cfg_scale == 0 else torch.as_tensor(labels, dtype=torch.long).view(-1)
@@ -464,7 +476,7 @@ class GuidedDenoisingSampler(Sampler):
         final_sigma = levels[t] if t < steps else None  # stopped early: still noisy, denoise at its level
         with torch.no_grad():
             code = self._code_of(u) if final_sigma is None else self.denoised_code(u, final_sigma)
-        x, out, _ = self.condition_gradient(code, self.image, s, need_grad=False)
+        x, out, _ = self.condition_gradient(code, self.space.to_image, s, need_grad=False)
         yield Snapshot.at(t, x, code, out, s, recovered, False, final=True)
 
     def _solver_step(self, u: torch.Tensor, sigma: float, s_next: float, target: torch.Tensor,
@@ -485,7 +497,7 @@ class GuidedDenoisingSampler(Sampler):
 
         def image(uu: torch.Tensor) -> torch.Tensor:
             denoised.append(self.denoise(uu, sigma))
-            return self.image(self._code_of(denoised[-1]))
+            return self.space.to_image(self._code_of(denoised[-1]))
 
         x, out, grad = self.condition_gradient(u, image, s, need_grad=guide)
         return x, out, (grad if guide else torch.zeros_like(u)), denoised[-1].detach()

@@ -8,7 +8,7 @@ is up, one of: a plain run of a random preset, class, step count and chain count
 (a long run while ε sliders move many times a second, then Stop); a *Stop/Run race* (Run, Stop at
 once, Run again, Stop); a *disconnect* (a run abandoned mid-stream: the client cancels and goes
 away). ``--browser N`` adds N Chromium tabs (Playwright) that press Run and close the tab
-mid-stream. The report: requests and errors by kind, tracebacks in the server's output (must be
+mid-stream. Every preset runs once before the clients start (all networks loaded). The report: requests and errors by kind, tracebacks in the server's output (must be
 0), p50/p95 seconds from Run to the first streamed image, and the server's memory (RSS), open
 files and threads after warm-up and at the end.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ppgn_core.bench import launch_app  # noqa: E402
+from ppgn_core.bench import launch_app
 
 PRESETS = ["ldm-ppgn-h", "guided-ppgn-h", "ppgn-h", "noiseless-joint-ppgn-h", "dgn-am", "ppgn-x", "hand-designed",
            "no-prior"]
@@ -155,6 +155,24 @@ def server_numbers(pid: int) -> dict:
             "threads": proc.num_threads()}
 
 
+def warm_up(url: str) -> None:
+    """One short run of every preset, so that every network the soak can touch is loaded before the start
+    figures are read (memory that grows after this is growth, not loading)."""
+    from gradio_client import Client
+
+    c = Client(url, verbose=False)
+    for preset in PRESETS:
+        job = c.submit("980", preset, -5, 1.0, -17, 0.05, 2, 4, 0, None, 0, api_name="/sample")
+        _wait(job)
+
+
+def watch(pid: int, t0: float, deadline: float, timeline: list, every: float = 30) -> None:
+    """The server's numbers every ``every`` seconds until the deadline."""
+    while time.time() < deadline:
+        timeline.append({"t_min": round((time.time() - t0) / 60, 2), **server_numbers(pid)})
+        time.sleep(every)
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -176,12 +194,15 @@ def main() -> None:
     log: list[str] = []
     reader = threading.Thread(target=lambda: log.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
+    warm_up(url)
     stats = Stats()
     t0 = time.time()
     deadline = t0 + 60 * args.minutes
     threads = [threading.Thread(target=client_loop, args=(url, i, deadline, stats)) for i in range(args.clients)]
     threads += [threading.Thread(target=browser_loop, args=(url, 100 + i, deadline, stats)) for i in range(args.browser)]
-    for t in threads:
+    timeline: list[dict] = []
+    watcher = threading.Thread(target=watch, args=(proc.pid, t0, deadline, timeline), daemon=True)
+    for t in threads + [watcher]:
         t.start()
     time.sleep(min(60 * args.warmup_minutes, 60 * args.minutes / 4))
     start = server_numbers(proc.pid)
@@ -200,11 +221,12 @@ def main() -> None:
                           "p95": percentile(stats.first_image, 0.95)},
         "server_after_warmup": start, "server_at_end": end,
         "rss_growth": round(end["rss_mb"] / start["rss_mb"] - 1, 4),
+        "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"), "timeline": timeline,
         "server_log_tail": text[-3000:] if text.count("Traceback") else "",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items() if k != "server_log_tail"}, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("server_log_tail", "timeline")}, indent=2))
     ok = report["tracebacks"] == 0 and report["errors"] == 0
     sys.exit(0 if ok else 1)
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ppgn_core.jobs import MAX_STEPS
-from ppgn_core.presets import DEFAULT_CHAIN_PRESET, get_preset
+from ppgn_core.presets import DEFAULT_CHAIN_PRESET, DEFAULT_PRESET, get_preset
 from ppgn_core.sampler import Control
 from ppgn_core.studio import Studio, editor_background
 
@@ -25,7 +25,10 @@ def _layout(studio: Studio) -> SimpleNamespace:
             w.cls = gr.Dropdown(["top class"] + studio.class_choices(), value="top class",
                                 label="Class (default: C's top class for the image)", filterable=True,
                                 allow_custom_value=True)
-            w.steps = gr.Slider(1, MAX_STEPS, value=40, step=1, label="steps")
+            w.prior = gr.Radio([(f"MALA-approx from the photo's code ({DEFAULT_CHAIN_PRESET})", DEFAULT_CHAIN_PRESET),
+                                (f"latent diffusion prior, from noise ({DEFAULT_PRESET})", DEFAULT_PRESET)],
+                               value=DEFAULT_CHAIN_PRESET, label="Sampler", elem_id="inpaint-prior")
+            w.steps = gr.Slider(1, MAX_STEPS, value=40, step=1, label="steps (noise levels for the diffusion prior)")
             w.eps4 = gr.Slider(0.0, 50.0, value=1.0, step=0.1, label="ε4 — context term (PPGN-context)")
             w.seed = seed_box()
             w.run, w.stop = run_stop_buttons("inpaint")
@@ -45,19 +48,20 @@ def _layout(studio: Studio) -> SimpleNamespace:
 def build_inpaint_tab(studio: Studio, session: gr.State) -> None:
     w = _layout(studio)
 
-    def run(state, editor, cls, steps, eps4, seed):
+    def run(state, editor, cls, steps, eps4, seed, preset=DEFAULT_CHAIN_PRESET):
         try:
             image = editor_background(editor)
-            control = Control(get_preset(DEFAULT_CHAIN_PRESET).settings())
+            control = Control(get_preset(preset).settings())
             take_control(state, control)
             for u in studio.inpainting.stream(image, editor, cls, int(steps), float(eps4), int(seed or 0),
-                                              snapshot_every=max(1, int(steps) // 10), control=control):
+                                              preset=preset, snapshot_every=max(1, int(steps) // 10),
+                                              control=control):
                 text = u.status + (f" — unmasked pixels changed: {u.record['unmasked_max_abs_diff_uint8']}"
                                    if u.final else "")
                 yield (u.extra["input"], *u.extra["shown"], progress(u.step, u.total, text), u.files or None)
         except ValueError as err:
             fail(err)
 
-    w.run.click(run, [session, w.editor, w.cls, w.steps, w.eps4, w.seed],
+    w.run.click(run, [session, w.editor, w.cls, w.steps, w.eps4, w.seed, w.prior],
                 [w.input, w.plain, w.ctx, w.status, w.files], api_name="inpaint")
     wire_stop(w.stop, session, w.status, "stop_inpaint")

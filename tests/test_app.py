@@ -235,6 +235,8 @@ def test_inpaint_keeps_unmasked_pixels(app_url, tmp_path):
         assert (y[edge] == (255, 214, 0)).all()  # the filled region is outlined, inside the region
     native = np.asarray(Image.open(files[0]).convert("RGB"))
     assert native.shape == (32, 96, 3)  # the download: input, PPGN, PPGN-context at native size
+    *_, status, _ = c.predict(value, "top class", 4, 1.0, 0, "ldm-ppgn-h", api_name="/inpaint")
+    assert "step 4/4" in status and "unmasked pixels changed: 0" in status  # the diffusion prior fills from noise
 
 
 def test_bad_input_gives_clear_error(app_url):

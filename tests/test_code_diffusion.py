@@ -195,11 +195,28 @@ def test_presets_on_the_diffusion_prior_take_the_class_and_steer_units():
     snaps = list(unit.run(unit.init(2), 4))
     assert torch.isfinite(snaps[-1].z).all()
     assert s.cfg_scale == get_preset("ldm-ppgn-h").cfg_scale > 0
-    with pytest.raises(ValueError, match="cannot inpaint"):
-        from ppgn_core.conditions import InpaintContext
 
-        build_sampler("ldm-ppgn-h", bundle, ClassCondition(bundle.classifier, 2),
-                      context=InpaintContext(torch.rand(1, 3, 32, 32), torch.arange(32).view(1, 1, 1, 32).expand(1, 1, 32, 32).ge(16).float()))
+
+def test_the_diffusion_prior_inpaints_keeping_the_observed_pixels_and_following_them():
+    from ppgn_core.conditions import InpaintContext
+    from ppgn_core.inpaint import run_inpaint
+
+    bundle = tiny_bundle()
+    x_real = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1
+    runs = {e4: run_inpaint(bundle, x_real, mask, classes=[2], preset="ldm-ppgn-h", steps=8, seed=0, eps4=e4,
+                            chains=2, eps=(0.0, 0.2, 0.0)) for e4 in (0.0, 50.0)}
+    for out in runs.values():
+        assert torch.isfinite(out["images"]).all() and out["unmasked_max_abs_diff"] == 0.0
+    # the context term pulls G's own image toward the surroundings: compare G(h) before clamping
+    sampler = build_sampler("ldm-ppgn-h", bundle, ClassCondition(bundle.classifier, 2), seed=0,
+                            context=InpaintContext(x_real, mask, 1.0))
+    assert not sampler.starts_from_image
+    ctx = InpaintContext(x_real, mask)
+    with torch.no_grad():
+        loss = {e4: float(ctx.context_loss(sampler.space.to_image(runs[e4]["snapshots"][-1].z)).mean()) for e4 in runs}
+    assert loss[50.0] < loss[0.0], loss
 
 
 def test_bad_solver_settings_are_refused():

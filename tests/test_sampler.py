@@ -434,6 +434,7 @@ def test_guided_denoising_steers_toward_the_class_and_reports_codes_in_range(tin
         s.init(1, start=torch.rand(1, 3, 32, 32))
     mask = torch.zeros(32, 32)
     mask[8:24, 8:24] = 1
-    ctx = InpaintContext(torch.rand(3, 32, 32), mask)
-    with pytest.raises(ValueError, match="cannot inpaint"):
-        build_sampler("guided-ppgn-h", tiny, ClassCondition(tiny.classifier, 1), context=ctx)
+    x_real = torch.rand(3, 32, 32)
+    s = build_sampler("guided-ppgn-h", tiny, ClassCondition(tiny.classifier, 1), context=InpaintContext(x_real, mask, 1.0))
+    final = list(s.run(s.init(2), 4))[-1]
+    assert torch.equal(final.image[:, :, mask == 0], x_real.unsqueeze(0).expand(2, -1, -1, -1)[:, :, mask == 0])

@@ -54,7 +54,8 @@ def _add_common(p) -> None:
                    help=f"default: {DEFAULT_PRESET}; {DEFAULT_CHAIN_PRESET} (a MALA-approx chain) when inpainting or "
                         "starting from an image")
     p.add_argument("--steps", type=int, default=None,
-                   help="steps (noise levels, for guided denoising); default: the preset's own (inpaint: 100)")
+                   help="steps (noise levels, for guided denoising); default: the preset's own "
+                        "(inpaint with a MALA-approx chain: 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eps", type=float, nargs=3, metavar=("E1", "E2", "E3"), default=None)
     p.add_argument("--lr", type=float, default=None,

@@ -43,6 +43,7 @@ def add_parsers(sub) -> dict:
     _add_condition_size(p)
     p = sub.add_parser("bench", help="ms per sampling step per preset, and the networks' floor")
     p.add_argument("--quick", action="store_true", help="two presets, 1 chain, few repeats")
+    p.add_argument("--presets", nargs="+", default=None, help="only these presets (default: all)")
     p.add_argument("--app", action="store_true",
                    help="time the app instead: launch to serving, first streamed image, ms/step for 1/4/8 chains")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
@@ -110,6 +111,6 @@ def _run_bench(args) -> int:
         res = run_bench(bundle, device, ["dgn-am", DEFAULT_PRESET], (1,), steps=2, repeats=2,
                         out=Path(args.out))
     else:
-        res = run_bench(bundle, device, out=Path(args.out))
+        res = run_bench(bundle, device, args.presets, out=Path(args.out))
     print(json.dumps(res, indent=2))
     return 0

@@ -1,7 +1,8 @@
-"""Command-line commands of the latent diffusion prior: ``train-prior`` and ``add-prior``.
+"""Command-line commands of the latent diffusion prior: ``train-prior``, ``add-prior`` and ``prior-report``.
 
     python -m ppgn_core train-prior --resume checkpoints/code_diffusion.safetensors --max-minutes 60
     python -m ppgn_core add-prior checkpoints/code_diffusion.safetensors
+    python -m ppgn_core prior-report inpaint --photos 10      # ppgn-h against ldm-ppgn-h on masked val photos
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ def add_parsers(sub) -> dict:
     p.add_argument("--assets", default=None)
     p.add_argument("--note", default=None)
     p = sub.add_parser("prior-report", help="a code prior's quality against its noise levels, its own samples, "
-                                            "and a memorisation check (reports/prior/)")
-    p.add_argument("part", choices=["levels", "own", "memory"])
+                                            "a memorisation check, and inpainting beside the MALA-approx chain (reports/prior/)")
+    p.add_argument("part", choices=["levels", "own", "memory", "inpaint"])
     p.add_argument("--preset", default="ldm-ppgn-h", help="levels: the guided preset to sweep")
     p.add_argument("--levels", type=int, nargs="+", default=None)
     p.add_argument("--classes", type=int, default=32, help="held-out classes (levels, own)")
     p.add_argument("--chains", type=int, default=2)
     p.add_argument("--samples", type=int, default=256, help="memory: samples per setting")
+    p.add_argument("--photos", type=int, default=10, help="inpaint: masked val photos")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prior", choices=["code_diffusion", "score_dae"], default="code_diffusion")
     p.add_argument("--cache", default="cache", help="memory: folder of the cached training codes")
@@ -77,6 +79,14 @@ def run_prior_report(args) -> int:
     elif args.part == "own":
         report = pr.own_samples(bundle, classes, seed=args.seed, prior=args.prior)
         name = f"own_{args.prior}"
+    elif args.part == "inpaint":
+        from ..evaluation.inpainting import inpainting_eval
+        from ..presets import DEFAULT_CHAIN_PRESET, get_preset
+
+        steps = {name: 100 if get_preset(name).is_chain else get_preset(name).steps  # as `inpaint` runs them
+                 for name in (DEFAULT_CHAIN_PRESET, args.preset)}
+        report = {name: inpainting_eval(bundle, args.photos, n, seed=args.seed, preset=name) for name, n in steps.items()}
+        name = f"inpaint_{args.preset}"
     else:
         from ..data import to_float, val_photos
         from ..nets.classifiers import LiteEncoder, load_efficientnet_lite

@@ -68,15 +68,16 @@ def _run_inpaint(args) -> int:
     from ..conditions import InpaintContext
     from ..images import grid, load_image, load_mask, save_png
     from ..inpaint import run_inpaint
-    from ..presets import default_preset
+    from ..presets import default_preset, get_preset
 
     bundle, device = _load(args)
+    preset = get_preset(args.preset or default_preset(needs_chain=True))
+    steps = args.steps if args.steps is not None else 100 if preset.is_chain else preset.steps
     x = load_image(args.image, bundle.image_size).to(device)
     mask = load_mask(args.mask, bundle.image_size).to(device)
     InpaintContext(x, mask, args.eps4)  # validates
     result = run_inpaint(bundle, x, mask, classes=args.classes,
-                         preset=args.preset or default_preset(needs_chain=True),
-                         steps=args.steps if args.steps is not None else 100,
+                         preset=preset.name, steps=steps,
                          seed=args.seed, eps4=args.eps4, chains=args.chains,
                          eps=tuple(args.eps) if args.eps else None, lr=args.lr, lr_end=args.lr_end,
                          eps1_end=args.eps1_end, **_condition_overrides(args))

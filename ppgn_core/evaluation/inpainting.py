@@ -18,12 +18,16 @@ def _ssim_region(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def inpainting_eval(bundle: ModelBundle, n: int = 10, steps: int = 40, patch: int = 48, seed: int = 0,
-                    eps4: float = 1.0, device: str = "cpu") -> dict:
+                    eps4: float = 1.0, device: str = "cpu", preset: str | None = None) -> dict:
     """PSNR/SSIM of the filled square against the original on masked val photos (paper Sec. S10:
-    a random patch; here 48 px of 128): PPGN (ε4 = 0), PPGN-context (ε4 > 0), OpenCV Telea."""
+    a random patch; here 48 px of 128): PPGN (ε4 = 0), PPGN-context (ε4 > 0), OpenCV Telea. ``preset``:
+    the sampler (default: the default MALA-approx chain)."""
     import cv2
 
     from ..inpaint import run_inpaint
+    from ..presets import DEFAULT_CHAIN_PRESET
+
+    preset = preset or DEFAULT_CHAIN_PRESET
 
     images, labels = load_folder(DEFAULT_DATA_ROOT / "val", 128, n, seed)
     rng = np.random.default_rng(seed)
@@ -36,7 +40,8 @@ def inpainting_eval(bundle: ModelBundle, n: int = 10, steps: int = 40, patch: in
         crop = (slice(top, top + patch), slice(left, left + patch))
         ref = x[0].permute(1, 2, 0).cpu().numpy()[crop]
         for key, e4 in (("ppgn", 0.0), ("ppgn_context", eps4)):
-            out = run_inpaint(bundle, x, mask, classes=[int(labels[i])], steps=steps, seed=seed, eps4=e4)
+            out = run_inpaint(bundle, x, mask, classes=[int(labels[i])], preset=preset, steps=steps, seed=seed,
+                              eps4=e4)
             filled = out["images"][0].permute(1, 2, 0).numpy()[crop]
             rows[key].append((_psnr_np(filled, ref), _ssim_region(filled, ref)))
         u8 = images[i].permute(1, 2, 0).numpy().copy()
@@ -44,7 +49,7 @@ def inpainting_eval(bundle: ModelBundle, n: int = 10, steps: int = 40, patch: in
         telea = cv2.inpaint(np.ascontiguousarray(u8[..., ::-1]), m8, 5, cv2.INPAINT_TELEA)[..., ::-1] / 255.0
         rows["telea"].append((_psnr_np(telea[crop], ref), _ssim_region(telea[crop].astype(np.float32), ref)))
     return {k: {"psnr_db": float(np.mean([r[0] for r in v])), "ssim": float(np.mean([r[1] for r in v])), "n": len(v)}
-            for k, v in rows.items()} | {"patch": patch, "steps": steps, "eps4": eps4}
+            for k, v in rows.items()} | {"patch": patch, "steps": steps, "eps4": eps4, "preset": preset}
 
 
 def _psnr_np(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,6 +8,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..allocator import releasing_memory
 from ..conditions import ClassCondition, InpaintContext
 from ..images import load_image, load_mask, save_png, to_uint8
 from ..presets import DEFAULT_CHAIN_PRESET, build_sampler
@@ -23,6 +24,7 @@ class InpaintWorkflow:
     def __init__(self, core: StudioCore):
         self.core = core
 
+    @releasing_memory
     def stream(self, image, mask, class_value: str | int | None = None, steps: int = 60, eps4: float = 1.0,
                seed: int = 0, preset: str = DEFAULT_CHAIN_PRESET, snapshot_every: int = 5,
                control: Control | None = None) -> Iterator[Update]:
@@ -45,7 +47,8 @@ class InpaintWorkflow:
                               context=InpaintContext(x, m, e4), eps4=e4)
             if control is not None:
                 s.control = control  # one Stop ends both
-            runs.append(s.run(s.init(1, core.device, start=x), steps, snapshot_every))
+            runs.append(s.run(s.init(1, core.device, start=x if s.starts_from_image else None), steps,
+                              snapshot_every))
         x_u8 = to_uint8(x.cpu())[0]
         m_np = m.cpu()[0, 0].numpy() > 0.5
         shown_input = upscale(show_mask(x_u8, m_np))

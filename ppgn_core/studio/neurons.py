@@ -8,6 +8,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..allocator import releasing_memory
 from ..conditions import UnitCondition
 from ..images import grid, save_png, to_uint8
 from ..presets import build_sampler, get_preset
@@ -25,6 +26,7 @@ class NeuronWorkflow:
             raise ValueError(f"unknown layer {layer!r}")
         return int(np.random.default_rng(seed).integers(0, units[layer]))
 
+    @releasing_memory
     def facets(self, layer: str, unit: int, chains: int = 4, segments: int = 3, steps_per_segment: int = 40,
                facets: int = 3, seed: int = 0, eps1_values: tuple[float, ...] = (1e-5, 1e-3, 1e-1),
                control: Control | None = None) -> Iterator[Update]:

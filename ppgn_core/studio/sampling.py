@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..allocator import releasing_memory
 from ..images import grid, load_image, save_gif, save_png, to_uint8
 from ..jobs import SampleRequest, make_sampler, result_record
 from ..sampler import Control
@@ -24,6 +25,7 @@ class SamplingWorkflow:
     def __init__(self, core: StudioCore):
         self.core = core
 
+    @releasing_memory
     def stream(self, req: SampleRequest, control: Control | None = None, start_image: np.ndarray | None = None,
                film_chain: int = 0) -> Iterator[Update]:
         """Stream a sampling run; ``control`` may be changed (ε, lr) or stopped while it runs."""

@@ -10,6 +10,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..allocator import releasing_memory
 from ..images import save_png, to_uint8
 from ..jobs import SampleRequest, make_sampler
 from ..presets import DEFAULT_CHAIN_PRESET
@@ -23,6 +24,7 @@ class TsneWorkflow:
     def __init__(self, core: StudioCore):
         self.core = core
 
+    @releasing_memory
     def grid(self, class_value: str | int, chains: int = 6, steps: int = 60, snapshot_every: int = 10,
              threshold: float = 0.97, preset: str = DEFAULT_CHAIN_PRESET, seed: int = 0,
              max_samples: int = 400, control: Control | None = None) -> Iterator[Update]:

@@ -64,7 +64,7 @@ class DiffusionConfig:
     ema_decay: float = 0.999
     log_every: int = 50
     ckpt_every: int = 250
-    max_minutes: float | None = None
+    max_minutes: float | None = None  # the prior's total training minutes, resumed runs' included
     threads: int | None = None
     device: str = "cpu"
     limit: int | None = None  # use only this many photos (tests)
