@@ -191,6 +191,16 @@ def default_preset(needs_chain: bool = False) -> str:
     return DEFAULT_CHAIN_PRESET if needs_chain else DEFAULT_PRESET
 
 
+#: the steps an inpainting MALA-approx chain takes unless told otherwise (guided denoising: its own levels)
+INPAINT_CHAIN_STEPS = 100
+
+
+def inpaint_steps(preset: Preset | str) -> int:
+    """The steps an inpainting run of ``preset`` takes unless told otherwise."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    return INPAINT_CHAIN_STEPS if p.is_chain else p.steps
+
+
 #: priors learned on the code h (their ε1 is what `evaluate --eps1` tunes)
 LEARNED_H_PRIORS = ("joint", "joint-noisy", "hdae")
 

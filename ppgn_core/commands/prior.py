@@ -81,11 +81,10 @@ def run_prior_report(args) -> int:
         name = f"own_{args.prior}"
     elif args.part == "inpaint":
         from ..evaluation.inpainting import inpainting_eval
-        from ..presets import DEFAULT_CHAIN_PRESET, get_preset
+        from ..presets import DEFAULT_CHAIN_PRESET, inpaint_steps
 
-        steps = {name: 100 if get_preset(name).is_chain else get_preset(name).steps  # as `inpaint` runs them
-                 for name in (DEFAULT_CHAIN_PRESET, args.preset)}
-        report = {name: inpainting_eval(bundle, args.photos, n, seed=args.seed, preset=name) for name, n in steps.items()}
+        report = {name: inpainting_eval(bundle, args.photos, inpaint_steps(name), seed=args.seed, preset=name)
+                  for name in (DEFAULT_CHAIN_PRESET, args.preset)}
         name = f"inpaint_{args.preset}"
     else:
         from ..data import to_float, val_photos

@@ -68,11 +68,11 @@ def _run_inpaint(args) -> int:
     from ..conditions import InpaintContext
     from ..images import grid, load_image, load_mask, save_png
     from ..inpaint import run_inpaint
-    from ..presets import default_preset, get_preset
+    from ..presets import default_preset, get_preset, inpaint_steps
 
     bundle, device = _load(args)
     preset = get_preset(args.preset or default_preset(needs_chain=True))
-    steps = args.steps if args.steps is not None else 100 if preset.is_chain else preset.steps
+    steps = args.steps if args.steps is not None else inpaint_steps(preset)
     x = load_image(args.image, bundle.image_size).to(device)
     mask = load_mask(args.mask, bundle.image_size).to(device)
     InpaintContext(x, mask, args.eps4)  # validates
