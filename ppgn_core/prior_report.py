@@ -61,19 +61,25 @@ def _judged(judge, reference, images: torch.Tensor, targets: torch.Tensor) -> di
 
 def levels_sweep(bundle: ModelBundle, preset: str, classes: list[int], chains: int = 2, seed: int = 0,
                  levels: tuple[int, ...] = LEVELS, device: str = "cpu", judge=None, reference=None,
-                 overrides: dict | None = None) -> dict:
-    """``preset`` at each number of noise levels, on the same classes and seeds."""
+                 overrides: dict | None = None, solver: str | None = None) -> dict:
+    """``preset`` at each number of noise levels, on the same classes and seeds; ``solver`` replaces the
+    preset's (a Heun level costs two passes of the prior and of C)."""
+    from dataclasses import replace
+
     from .evaluate import run_preset_on_classes
+    from .presets import get_preset
 
     if judge is None:
         judge, reference = _judge_and_reference(device)
+    sampler_preset = get_preset(preset) if solver is None else replace(get_preset(preset), solver=solver)
     rows = {}
     for n in levels:
-        run = run_preset_on_classes(bundle, preset, classes, chains, n, seed, max(1, n), device, overrides, batch=8)
+        run = run_preset_on_classes(bundle, sampler_preset, classes, chains, n, seed, max(1, n), device, overrides,
+                                    batch=8)
         rows[str(n)] = _judged(judge, reference, run.images, run.targets) | {
             "seconds_per_sample": round(run.seconds / len(run.targets), 3)}
-    return {"preset": preset, "classes": classes, "chains": chains, "seed": seed, "levels": rows,
-            "overrides": overrides or {}}
+    return {"preset": preset, "solver": sampler_preset.solver, "classes": classes, "chains": chains, "seed": seed,
+            "levels": rows, "overrides": overrides or {}}
 
 
 def fewest_levels_within_noise(sweep: dict, key: str = "robust_top1") -> int:

@@ -49,11 +49,16 @@ class Stats:
             self.errors.append(f"{kind}: {err!r}"[:500])
 
 
+def _clicked() -> float:
+    """The click's time (ms), as the browser stamps Run and Stop: a Stop then reaches a run still queued."""
+    return time.time() * 1000
+
+
 def _args(rng: random.Random, steps: int | None = None) -> tuple:
     preset = rng.choice(PRESETS)
     return (f"{rng.randrange(1000)}", preset, rng.choice([-5, -4, -3]), rng.choice([0.5, 1.0, 2.0]), -17,
             rng.choice([0.02, 0.05, 0.1]), steps or rng.randint(4, 30), rng.randint(1, 4), rng.randrange(100), None,
-            rng.choice([0, 0, 2]))
+            rng.choice([0, 0, 2]), _clicked())
 
 
 def _wait(job, timeout: float = 600) -> None:
@@ -88,14 +93,14 @@ def slider_storm(c, rng, stats: Stats) -> None:
         c.predict(rng.choice([-6, -5, -4, -3]), rng.uniform(0, 3), rng.choice([-17, -8, -5]), rng.uniform(0.01, 0.2),
                   api_name="/set_eps")
         stats.count("set_eps")
-    c.predict(api_name="/stop")
+    c.predict(_clicked(), api_name="/stop")
     _wait(job)
 
 
 def stop_run_race(c, rng, stats: Stats) -> None:
     for _ in range(2):
         job = c.submit(*_args(rng, steps=500), api_name="/sample")
-        c.predict(api_name="/stop")
+        c.predict(_clicked(), api_name="/stop")
         stats.count("stop")
         _wait(job)
 

@@ -11,7 +11,7 @@ from ppgn_core.presets import DEFAULT_CHAIN_PRESET, DEFAULT_PRESET, get_preset
 from ppgn_core.sampler import Control
 from ppgn_core.studio import Studio, editor_background
 
-from .widgets import downloads, fail, progress, run_stop_buttons, seed_box, take_control, wire_stop
+from .widgets import downloads, fail, progress, run_stop_buttons, seed_box, take_control, wire_run, wire_stop
 
 
 def _layout(studio: Studio) -> SimpleNamespace:
@@ -48,11 +48,11 @@ def _layout(studio: Studio) -> SimpleNamespace:
 def build_inpaint_tab(studio: Studio, session: gr.State) -> None:
     w = _layout(studio)
 
-    def run(state, editor, cls, steps, eps4, seed, preset=DEFAULT_CHAIN_PRESET):
+    def run(state, editor, cls, steps, eps4, seed, preset=DEFAULT_CHAIN_PRESET, clicked_at=None):
         try:
             image = editor_background(editor)
             control = Control(get_preset(preset).settings())
-            take_control(state, control)
+            take_control(state, control, clicked_at)
             for u in studio.inpainting.stream(image, editor, cls, int(steps), float(eps4), int(seed or 0),
                                               preset=preset, snapshot_every=max(1, int(steps) // 10),
                                               control=control):
@@ -62,6 +62,6 @@ def build_inpaint_tab(studio: Studio, session: gr.State) -> None:
         except ValueError as err:
             fail(err)
 
-    w.run.click(run, [session, w.editor, w.cls, w.steps, w.eps4, w.seed, w.prior],
-                [w.input, w.plain, w.ctx, w.status, w.files], api_name="inpaint")
+    wire_run(w.run, run, [session, w.editor, w.cls, w.steps, w.eps4, w.seed, w.prior],
+             [w.input, w.plain, w.ctx, w.status, w.files], "inpaint")
     wire_stop(w.stop, session, w.status, "stop_inpaint")

@@ -12,7 +12,7 @@ from ppgn_core.sampler import Control
 from ppgn_core.studio import Studio
 
 from .widgets import (GALLERY_HEIGHT, chains_gallery, downloads, fail, progress, run_stop_buttons, seed_box,
-                      take_control, wire_stop)
+                      take_control, wire_run, wire_stop)
 
 
 def _layout(studio: Studio) -> SimpleNamespace:
@@ -54,10 +54,10 @@ def build_neurons_tab(studio: Studio, session: gr.State) -> None:
 
     w.random.click(pick_random, [w.layer, w.seed], w.unit, queue=False)
 
-    def run(state, layer, unit, chains, segments, steps, facets, seed):
+    def run(state, layer, unit, chains, segments, steps, facets, seed, clicked_at=None):
         try:
             control = Control(get_preset("mfv").settings())
-            take_control(state, control)
+            take_control(state, control, clicked_at)
             for u in studio.neurons.facets(layer, int(unit), int(chains), int(segments), int(steps), int(facets),
                                            int(seed or 0), control=control):
                 if not u.final:
@@ -70,6 +70,6 @@ def build_neurons_tab(studio: Studio, session: gr.State) -> None:
         except ValueError as err:
             fail(err)
 
-    w.run.click(run, [session, w.layer, w.unit, w.chains, w.segments, w.steps, w.facets, w.seed],
-                [w.live, w.sheet, w.table, w.top, w.status, w.files], api_name="neurons")
+    wire_run(w.run, run, [session, w.layer, w.unit, w.chains, w.segments, w.steps, w.facets, w.seed],
+             [w.live, w.sheet, w.table, w.top, w.status, w.files], "neurons")
     wire_stop(w.stop, session, w.status, "stop_neurons")

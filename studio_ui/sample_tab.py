@@ -14,7 +14,7 @@ from ppgn_core.sampler import MAX_ROBUST_K, Control
 from ppgn_core.studio import Studio
 
 from .widgets import (OFF, chains_gallery, downloads, fail, from_log, progress, run_stop_buttons, seed_box,
-                      take_control, to_log, wire_stop)
+                      take_control, to_log, wire_run, wire_stop)
 
 
 #: minimum time between two streamed updates: encoding the gallery, plot and filmstrip of each
@@ -112,14 +112,14 @@ def build_sample_tab(studio: Studio, session: gr.State) -> None:
         slider.change(_live, [session, w.e1, w.e2, w.e3, w.lr], w.live, queue=False,
                       api_name="set_eps" if i == 0 else None, api_visibility="public" if i == 0 else "private")
 
-    def run(state, cls, preset, e1, e2, e3, lr, steps, chains, seed, start, robust=0):
+    def run(state, cls, preset, e1, e2, e3, lr, steps, chains, seed, start, robust=0, clicked_at=None):
         try:
             req = SampleRequest(classes=[studio.parse_class(cls)], preset=preset, steps=int(steps),
                                 chains=int(chains), seed=int(seed or 0), eps=(from_log(e1), float(e2), from_log(e3)),
                                 lr=float(lr), snapshot_every=max(1, int(steps) // 30),
                                 robust_k=int(robust or 0)).validate()
             control = Control(get_preset(preset).settings(**req.overrides()))
-            take_control(state, control)
+            take_control(state, control, clicked_at)
             state["chain"] = get_preset(preset).is_chain
             t0, shown = time.time(), 0.0
             for u in studio.sampling.stream(req, control, start):
@@ -131,6 +131,6 @@ def build_sample_tab(studio: Studio, session: gr.State) -> None:
         except ValueError as err:
             fail(err)
 
-    w.run.click(run, [session, w.cls, w.preset, w.e1, w.e2, w.e3, w.lr, w.steps, w.chains, w.seed, w.start,
-                      w.robust], [w.gallery, w.plot, w.film, w.status, w.files], api_name="sample")
+    wire_run(w.run, run, [session, w.cls, w.preset, w.e1, w.e2, w.e3, w.lr, w.steps, w.chains, w.seed, w.start,
+                          w.robust], [w.gallery, w.plot, w.film, w.status, w.files], "sample")
     wire_stop(w.stop, session, w.status, "stop")

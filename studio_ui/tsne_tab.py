@@ -13,7 +13,7 @@ from ppgn_core.sampler import Control
 from ppgn_core.studio import Studio
 
 from .widgets import (chains_gallery, downloads, fail, progress, run_stop_buttons, seed_box, take_control,
-                      wire_stop)
+                      wire_run, wire_stop)
 
 
 def _layout(studio: Studio) -> SimpleNamespace:
@@ -41,10 +41,10 @@ def _layout(studio: Studio) -> SimpleNamespace:
 def build_tsne_tab(studio: Studio, session: gr.State) -> None:
     w = _layout(studio)
 
-    def run(state, cls, chains, steps, every, thr, seed):
+    def run(state, cls, chains, steps, every, thr, seed, clicked_at=None):
         try:
             control = Control(get_preset(DEFAULT_CHAIN_PRESET).settings())
-            take_control(state, control)
+            take_control(state, control, clicked_at)
             for u in studio.tsne.grid(cls, int(chains), int(steps), int(every), float(thr), seed=int(seed or 0),
                                       control=control):
                 if not u.final:
@@ -57,6 +57,6 @@ def build_tsne_tab(studio: Studio, session: gr.State) -> None:
         except ValueError as err:
             fail(err)
 
-    w.run.click(run, [session, w.cls, w.chains, w.steps, w.every, w.thr, w.seed],
-                [w.live, w.grid, w.plot, w.status, w.files], api_name="tsne")
+    wire_run(w.run, run, [session, w.cls, w.chains, w.steps, w.every, w.thr, w.seed],
+             [w.live, w.grid, w.plot, w.status, w.files], "tsne")
     wire_stop(w.stop, session, w.status, "stop_tsne")

@@ -73,6 +73,53 @@ def test_stop_ends_run_early(app_url):
     assert rec["stopped_early"] and rec["steps_run"] < 2000
 
 
+def _record(job) -> dict:
+    return json.load(open([f for f in job.outputs()[-1][4] if f.endswith(".json")][0]))
+
+
+def test_a_stop_reaches_every_run_clicked_before_it():
+    from ppgn_core.presets import get_preset
+    from ppgn_core.sampler import Control
+    from studio_ui.widgets import stop, take_control
+
+    state = {"control": None}
+    stop(state, 2000.0)  # Stop clicked at t = 2 s, nothing running
+    before, after, unstamped = (Control(get_preset("ppgn-h").settings()) for _ in range(3))
+    take_control(state, before, 1000.0)  # a run clicked at 1 s that waited in the queue
+    assert before.stopped
+    take_control(state, after, 3000.0)  # clicked after the Stop
+    assert not after.stopped
+    take_control(state, unstamped)  # an API run without a time: only the one before it is stopped
+    assert after.stopped and not unstamped.stopped
+    stop(state)  # a Stop without a time stops the running one and keeps the latest Stop's time
+    assert unstamped.stopped and state["stopped_at"] == 2000.0
+
+
+def test_stop_reaches_a_run_still_in_the_queue(app_url):
+    # the app's two run slots are busy with long runs of other users, so D's run waits in the queue
+    blockers = [client(app_url) for _ in range(2)]
+    busy = [b.submit(*_sample_args(steps=2000, chains=1, seed=3), api_name="/sample") for b in blockers]
+    for job in busy:
+        next(iter(job))  # running
+    d = client(app_url)
+    clicked = time.time() * 1000
+    queued = d.submit(*_sample_args(steps=2000, chains=1), clicked, api_name="/sample")
+    time.sleep(1.0)
+    assert not queued.done() and not queued.outputs()  # still waiting for a slot
+    d.predict(clicked + 1, api_name="/stop")  # D's Stop, clicked after its Run
+    for b in blockers:
+        b.predict(api_name="/stop")
+    t0 = time.time()
+    while not (queued.done() and all(j.done() for j in busy)) and time.time() - t0 < 120:
+        time.sleep(0.2)
+    rec = _record(queued)
+    assert rec["stopped_early"] and rec["steps_run"] == 0  # it ended as soon as it started
+    # a Run clicked after that Stop runs in full
+    final = d.predict(*_sample_args(steps=3, chains=1), time.time() * 1000 + 1, api_name="/sample")
+    rec = json.load(open([f for f in final[4] if f.endswith(".json")][0]))
+    assert not rec["stopped_early"] and rec["steps_run"] == 3
+
+
 def test_slider_change_mid_run_shows_in_eps_schedule(app_url):
     c = client(app_url)
     # long run, stopped once the change has had time to act: 40 tiny steps could all finish

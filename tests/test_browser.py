@@ -184,3 +184,24 @@ def test_tsne_tab_keeps_chains_and_marks_empty_cells(page):
         assert not any((cell == 255).all() for cell in cells)  # no blank white cell
         assert sum((cell == (228, 228, 228)).all(-1).mean() > 0.8 for cell in cells) == rows * cols - n
     page.screenshot(path=str(SHOTS / "tsne.png"), full_page=True)
+
+
+def test_stop_reaches_a_run_still_in_the_queue_in_browser(page):
+    from gradio_client import Client
+
+    from ppgn_core.bench import sample_tab_args
+
+    # two other users' long runs hold the app's two run slots, so the page's Run waits in the queue
+    blockers = [Client(page.app_url, verbose=False) for _ in range(2)]
+    busy = [b.submit(*sample_tab_args("noiseless-joint-ppgn-h", 2000, 1), api_name="/sample") for b in blockers]
+    for job in busy:
+        next(iter(job))
+    page.get_by_role("tab", name="Sample").click()
+    page.locator("#sample-run").click()
+    page.wait_for_timeout(1500)
+    assert "queue" in page.locator("#sample-status").inner_text()  # waiting for a slot
+    page.locator("#sample-stop").click()  # the browser stamps both clicks with its own clock
+    for b in blockers:
+        b.predict(api_name="/stop")
+    page.wait_for_function("/step 0 \\/ \\d+ \\(stopped\\)/.test(document.querySelector('#sample-status').innerText)",
+                           timeout=120_000)

@@ -30,6 +30,8 @@ def add_parsers(sub) -> dict:
     p.add_argument("part", choices=["levels", "own", "memory", "inpaint"])
     p.add_argument("--preset", default="ldm-ppgn-h", help="levels: the guided preset to sweep")
     p.add_argument("--levels", type=int, nargs="+", default=None)
+    p.add_argument("--solver", choices=["euler", "heun", "dpmpp2m"], default=None,
+                   help="levels: the solver over the noise levels (default: the preset's)")
     p.add_argument("--classes", type=int, default=32, help="held-out classes (levels, own)")
     p.add_argument("--chains", type=int, default=2)
     p.add_argument("--samples", type=int, default=256, help="memory: samples per setting")
@@ -73,9 +75,9 @@ def run_prior_report(args) -> int:
     classes = pr.tuning_classes(args.classes)
     if args.part == "levels":
         report = pr.levels_sweep(bundle, args.preset, classes, args.chains, args.seed,
-                                 tuple(args.levels or pr.LEVELS))
+                                 tuple(args.levels or pr.LEVELS), solver=args.solver)
         report["fewest_levels_within_noise"] = pr.fewest_levels_within_noise(report)
-        name = f"levels_{args.preset}"
+        name = f"levels_{args.preset}" + (f"_{args.solver}" if args.solver else "")
     elif args.part == "own":
         report = pr.own_samples(bundle, classes, seed=args.seed, prior=args.prior)
         name = f"own_{args.prior}"
