@@ -30,10 +30,7 @@ a machine whose ``runs/`` is gone.
 
 from __future__ import annotations
 
-import os
-
 import torch
-import torch.distributed as dist
 
 from .training.codes import (  # noqa: F401
     CodeCache,
@@ -41,7 +38,7 @@ from .training.codes import (  # noqa: F401
     code_statistics,
     elementwise_statistics,
 )
-from .training.common import CsvLog, mixed_precision, psnr  # noqa: F401
+from .training.common import CsvLog, distributed, mixed_precision, psnr  # noqa: F401
 from .training.config import TrainConfig
 from .training.daes import DAE_FIELDS, score_dae_losses, train_dae  # noqa: F401
 from .training.generator import _learning_rate, train_generator  # noqa: F401
@@ -62,20 +59,10 @@ def run(cfg: TrainConfig) -> dict:
     """Entry point used by the CLI; sets up torch.distributed when launched by torchrun."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if cfg.device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend)
-        if cfg.device.startswith("cuda"):
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            cfg.device = f"cuda:{local}"
-    try:
+    with distributed(cfg.device) as device:
+        cfg.device = device
         if cfg.kind == "generator":
             return train_generator(cfg)
         if cfg.kind in ("hdae", "xdae"):
             return train_dae(cfg)
         raise ValueError(f"unknown training kind {cfg.kind!r}: generator, hdae or xdae")
-    finally:
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()

@@ -1,6 +1,7 @@
 """Command-line commands of the latent diffusion prior: ``train-prior``, ``add-prior`` and ``prior-report``.
 
     python -m ppgn_core train-prior --resume checkpoints/code_diffusion.safetensors --max-minutes 60
+    torchrun --nproc_per_node 8 -m ppgn_core train-prior --device cuda --batch 1024 …   # data-parallel (DDP)
     python -m ppgn_core add-prior checkpoints/code_diffusion.safetensors
     python -m ppgn_core prior-report inpaint --photos 10      # ppgn-h against ldm-ppgn-h on masked val photos
 """
@@ -8,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import fields
 
 
@@ -45,10 +47,12 @@ def add_parsers(sub) -> dict:
 
 
 def run_train_prior(args) -> int:
-    from ..training.diffusion import DiffusionConfig, train_code_diffusion
+    from ..training.diffusion import DiffusionConfig, run_training
 
     cfg = DiffusionConfig(**{f.name: getattr(args, f.name) for f in fields(DiffusionConfig)})
-    print(json.dumps(train_code_diffusion(cfg)))
+    result = run_training(cfg)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(json.dumps(result))
     return 0
 
 

@@ -3,8 +3,10 @@ mixed precision."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -16,6 +18,36 @@ def _rank() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+@contextlib.contextmanager
+def distributed(device: str):
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on CUDA, each rank on its own GPU;
+    gloo on the CPU) for the body, and leave it after. Yields the rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    joined = world > 1 and not dist.is_initialized()
+    if joined:
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda"):
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            device = f"cuda:{local}"
+    try:
+        yield device
+    finally:
+        if joined and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def all_ranks_agree(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on rank 0 (a decision taken by one clock, such as a time
+    limit, that every rank must follow at the same step)."""
+    rank, world = _rank()
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag and rank == 0 else 0.0])
+    dist.broadcast(t, src=0)
+    return bool(t.item())
 
 
 def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:

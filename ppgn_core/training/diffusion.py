@@ -9,9 +9,12 @@ can afford it. The pieces, each small:
 * :func:`drop_labels` — label dropout: a fraction of the classes become the "no class" entry, so one
   network learns p(h) and p(h|y) (classifier-free guidance);
 * :class:`EMA` — an exponential moving average of the weights (what is exported and sampled);
+* :class:`EDMObjective` — the loss as a module, so that DDP can wrap it;
 * :func:`train_code_diffusion` — the loop: every step draws its batch, levels, noise and dropped
-  labels from a generator seeded by (seed, step), so a run resumed from ``checkpoint.pt`` continues
-  bit for bit as an uninterrupted one; tqdm shows images/s and the ETA.
+  labels from a generator seeded by (seed, step, rank), so a run resumed from ``checkpoint.pt``
+  continues bit for bit as an uninterrupted one; tqdm shows images/s and the ETA. Under
+  ``torchrun --nproc_per_node N -m ppgn_core train-prior …`` it trains data-parallel (DDP; gloo on
+  the CPU, NCCL on GPUs): each rank draws ``batch / N`` codes a step, rank 0 logs and saves.
 
 Checkpoints: ``<out>/checkpoint.pt`` (fp32 weights, EMA, Adam, step; written atomically) for an
 exact resume, and with ``resume`` a compact fp16 file (weights, EMA, step, minutes, config; one
@@ -24,7 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -39,7 +42,7 @@ from ..storage import (
     load_checked_safetensors,
     load_torch_checkpoint,
 )
-from .common import CsvLog, _step_generator
+from .common import CsvLog, _rank, _step_generator, all_ranks_agree, distributed
 
 
 @dataclass
@@ -91,6 +94,17 @@ def edm_loss(model: CodeDiffusionUNet, u: torch.Tensor, labels: torch.Tensor, si
     s = sigma.view(-1, 1, 1, 1)
     weight = (s ** 2 + 1) / s ** 2
     return (weight * (model.denoise_standardised(u + s * noise, sigma, labels) - u) ** 2).mean()
+
+
+class EDMObjective(nn.Module):
+    """:func:`edm_loss` of ``model`` as a module's forward (what DDP wraps and synchronises)."""
+
+    def __init__(self, model: CodeDiffusionUNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, u: torch.Tensor, labels: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return edm_loss(self.model, u, labels, sigma, noise)
 
 
 class EMA:
@@ -149,20 +163,34 @@ def load_compact(path: Path) -> dict:
 # ----------------------------------------------------------------------------- loop
 
 def _codes_and_labels(cfg: DiffusionConfig, device: torch.device):
-    """E's cached codes (photos, then their mirrors) and one label per code."""
+    """E's cached codes (photos, then their mirrors) and one label per code; rank 0 builds a missing
+    cache while the other ranks wait."""
     from ..nets.classifiers import LiteEncoder, load_efficientnet_lite
     from ..train import TrainConfig, build_code_cache
 
+    rank, world = _rank()
     tcfg = TrainConfig(kind="hdae", data=cfg.data, cache=cfg.cache, out=cfg.out, limit=cfg.limit, seed=cfg.seed)
     encoder = LiteEncoder(load_efficientnet_lite(tcfg.encoder), tcfg.h_block, tcfg.h1_block, tcfg.size).to(device)
-    cache = build_code_cache(tcfg, encoder, device)
+    if rank == 0:
+        cache = build_code_cache(tcfg, encoder, device)
+    if world > 1:
+        torch.distributed.barrier()
+        if rank != 0:
+            cache = build_code_cache(tcfg, encoder, device)
     labels = cache.labels.long()
     return cache.h, torch.cat([labels, labels])
 
 
+def run_training(cfg: DiffusionConfig) -> dict:
+    """The command's entry point: :func:`train_code_diffusion`, in a process group under torchrun."""
+    with distributed(cfg.device) as device:
+        return train_code_diffusion(replace(cfg, device=device))
+
+
 def train_code_diffusion(cfg: DiffusionConfig, codes: torch.Tensor | None = None,
                          labels: torch.Tensor | None = None) -> dict:
-    """Train (or continue) the prior; ``codes``/``labels`` given directly skip the code cache (tests)."""
+    """Train (or continue) the prior; ``codes``/``labels`` given directly skip the code cache (tests).
+    In a process group, every rank runs this with the same settings."""
     from tqdm import tqdm
 
     from ..train import elementwise_statistics
@@ -171,6 +199,7 @@ def train_code_diffusion(cfg: DiffusionConfig, codes: torch.Tensor | None = None
         torch.set_num_threads(cfg.threads)
     if not 0 <= cfg.label_dropout < 1:
         raise ValueError("label_dropout must lie in [0, 1)")
+    rank, world = _rank()
     device = torch.device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,49 +227,57 @@ def train_code_diffusion(cfg: DiffusionConfig, codes: torch.Tensor | None = None
         model.load_state_dict(ck["model"])
         ema.model.load_state_dict(ck["ema"])
         step, minutes_before, ramp_from = ck["step"], ck["minutes"], ck["step"]
-    (out / "config.json").write_text(json.dumps({"config": asdict(cfg), "network": model.config(),
-                                                 "codes": len(codes)}, indent=2))
+    objective = EDMObjective(model)
+    if world > 1:
+        objective = nn.parallel.DistributedDataParallel(objective)
+    per_rank = max(1, cfg.batch // world)
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps({"config": asdict(cfg), "network": model.config(),
+                                                     "codes": len(codes), "world_size": world}, indent=2))
     t0 = time.time()
     minutes_now = lambda: minutes_before + (time.time() - t0) / 60  # noqa: E731
 
     def save() -> None:
+        if rank != 0:
+            return
         atomic_save_torch({"model": model.state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
                            "step": step, "minutes": minutes_now()}, ckpt_path)
         if cfg.resume:
             save_compact(Path(cfg.resume), model, ema, step, minutes_now(), cfg)
 
-    log = CsvLog(out / "losses.csv", ["step", "minutes", "loss", "lr"])
+    log = CsvLog(out / "losses.csv", ["step", "minutes", "loss", "lr"]) if rank == 0 else None
     last: dict = {}
     first = step
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc="code diffusion prior", unit="step", mininterval=10, ncols=100)
+    bar = tqdm(total=cfg.steps, initial=step, desc="code diffusion prior", unit="step", mininterval=10, ncols=100,
+               disable=rank != 0)
     try:
         while step < cfg.steps:
-            if cfg.max_minutes is not None and minutes_now() >= cfg.max_minutes:
+            if all_ranks_agree(cfg.max_minutes is not None and minutes_now() >= cfg.max_minutes):
                 break
-            gen = _step_generator(cfg.seed, step, 0)
-            idx = torch.randint(0, len(codes), (cfg.batch,), generator=gen)
+            gen = _step_generator(cfg.seed, step, rank)
+            idx = torch.randint(0, len(codes), (per_rank,), generator=gen)
             u = model.standardise(codes[idx].float().to(device))
             y = drop_labels(labels[idx], cfg.label_dropout, model.null_class, gen).to(device)
-            sigma = edm_sigmas(cfg.batch, cfg.p_mean, cfg.p_std, gen).to(device)
+            sigma = edm_sigmas(per_rank, cfg.p_mean, cfg.p_std, gen).to(device)
             noise = torch.randn(u.shape, generator=gen).to(device)
-            torch.manual_seed(cfg.seed * 7919 + step)  # dropout masks: part of the step's seeded draw
-            loss = edm_loss(model, u, y, sigma, noise)
+            torch.manual_seed(cfg.seed * 7919 + step + 1_000_003 * rank)  # dropout masks: the step's seeded draw
+            loss = objective(u, y, sigma, noise)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the diffusion loss is {loss.item()} at step {step}; stopping without saving")
             for g in opt.param_groups:
                 g["lr"] = _learning_rate(cfg, step, ramp_from)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # under DDP the gradients are averaged over the ranks here
             opt.step()
             ema.update(model, step)
             step += 1
             bar.update(1)
-            rate = (step - first) * cfg.batch / max(1e-9, time.time() - t0)
+            rate = (step - first) * per_rank * world / max(1e-9, time.time() - t0)
             left = {} if cfg.max_minutes is None else {"min_left": f"{max(0.0, cfg.max_minutes - minutes_now()):.1f}"}
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.0f}", **left, refresh=False)
             last = {"step": step, "loss": loss.item()}
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
                 log.write({"step": step, "minutes": round(minutes_now(), 3), "loss": round(loss.item(), 6),
                            "lr": opt.param_groups[0]["lr"]})
             if step % cfg.ckpt_every == 0:
@@ -248,7 +285,7 @@ def train_code_diffusion(cfg: DiffusionConfig, codes: torch.Tensor | None = None
     finally:
         bar.close()
     save()
-    return {**last, "step": step, "minutes": round(minutes_now(), 3)}
+    return {**last, "step": step, "minutes": round(minutes_now(), 3), "world_size": world}
 
 
 def read_run(source: Path) -> dict:
