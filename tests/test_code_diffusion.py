@@ -296,3 +296,20 @@ def test_the_default_takes_the_fewest_levels_within_noise_of_the_best():
                                      for k, v in zip((10, 15, 20, 30, 60), hits)}}
     assert fewest_levels_within_noise(rows(0.5, 0.625, 0.6875, 1.0, 0.9375)) == 30  # 60 is within, 20 is not
     assert fewest_levels_within_noise(rows(0.6, 0.8, 0.82, 0.81, 0.8)) == 15  # 15 is within one error (9.6%) of 82%
+
+
+def test_the_levels_sweep_runs_the_solver_it_is_given(monkeypatch):
+    from ppgn_core import prior_report, solvers
+
+    calls = []
+    heun = solvers.heun
+    monkeypatch.setattr(solvers, "heun", lambda *a, **k: calls.append(1) or heun(*a, **k))
+    monkeypatch.setattr(prior_report, "_judged", lambda judge, reference, images, targets: {
+        "n": len(targets), "finite": bool(torch.isfinite(images).all())})
+    bundle = tiny_bundle()
+    default = prior_report.levels_sweep(bundle, "ldm-ppgn-h", [1, 2], chains=1, levels=(2,), judge=object())
+    assert default["solver"] == "dpmpp2m" and not calls
+    sweep = prior_report.levels_sweep(bundle, "ldm-ppgn-h", [1, 2], chains=1, levels=(2, 3), judge=object(),
+                                      solver="heun")
+    assert sweep["solver"] == "heun" and len(calls) == 2 + 3  # one Heun step per level of each row
+    assert all(row["n"] == 2 and row["finite"] for row in sweep["levels"].values())
