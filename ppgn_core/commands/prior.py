@@ -35,6 +35,8 @@ def add_parsers(sub) -> dict:
     p.add_argument("--solver", choices=["euler", "heun", "dpmpp2m"], default=None,
                    help="levels: the solver over the noise levels (default: the preset's)")
     p.add_argument("--classes", type=int, default=32, help="held-out classes (levels, own)")
+    p.add_argument("--skip-classes", type=int, default=0,
+                   help="levels, own: start after this many held-out classes (a second draw of the same kind)")
     p.add_argument("--chains", type=int, default=2)
     p.add_argument("--samples", type=int, default=256, help="memory: samples per setting")
     p.add_argument("--photos", type=int, default=10, help="inpaint: masked val photos")
@@ -76,7 +78,7 @@ def run_prior_report(args) -> int:
     from .. import prior_report as pr
 
     bundle = load_bundle(args.bundle)
-    classes = pr.tuning_classes(args.classes)
+    classes = pr.tuning_classes(args.classes, args.skip_classes)
     if args.part == "levels":
         report = pr.levels_sweep(bundle, args.preset, classes, args.chains, args.seed,
                                  tuple(args.levels or pr.LEVELS), solver=args.solver)
