@@ -313,3 +313,16 @@ def test_the_levels_sweep_runs_the_solver_it_is_given(monkeypatch):
                                       solver="heun")
     assert sweep["solver"] == "heun" and len(calls) == 2 + 3  # one Heun step per level of each row
     assert all(row["n"] == 2 and row["finite"] for row in sweep["levels"].values())
+
+
+def test_more_minutes_counts_from_the_resumed_runs_minutes(tmp_path):
+    from ppgn_core.training.diffusion import _minutes_limit
+
+    cfg = tiny_config(tmp_path, max_minutes=100.0, more_minutes=10.0)
+    assert _minutes_limit(cfg, 50.0) == 60.0 and _minutes_limit(cfg, 95.0) == 100.0  # whichever comes first
+    assert _minutes_limit(tiny_config(tmp_path), 50.0) is None
+    codes, labels = tiny_codes(64)
+    first = tiny_config(tmp_path, steps=20)
+    train_code_diffusion(first, codes, labels)
+    first.steps, first.more_minutes = 40, 0.0  # resumed with no minutes more: not one step
+    assert train_code_diffusion(first, codes, labels)["step"] == 20

@@ -1,6 +1,6 @@
 """Command-line commands of the latent diffusion prior: ``train-prior``, ``add-prior`` and ``prior-report``.
 
-    python -m ppgn_core train-prior --resume checkpoints/code_diffusion.safetensors --max-minutes 60
+    python -m ppgn_core train-prior --resume checkpoints/code_diffusion.safetensors --more-minutes 60
     torchrun --nproc_per_node 8 -m ppgn_core train-prior --device cuda --batch 1024 …   # data-parallel (DDP)
     python -m ppgn_core add-prior checkpoints/code_diffusion.safetensors
     python -m ppgn_core prior-report inpaint --photos 10      # ppgn-h against ldm-ppgn-h on masked val photos
@@ -21,7 +21,8 @@ def add_parsers(sub) -> dict:
     defaults = DiffusionConfig()
     for f in fields(DiffusionConfig):
         default = getattr(defaults, f.name)
-        kind = {"max_minutes": float, "threads": int, "limit": int}.get(f.name, str if default is None else type(default))
+        kind = {"max_minutes": float, "more_minutes": float, "threads": int, "limit": int}.get(
+            f.name, str if default is None else type(default))
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default)
     p = sub.add_parser("add-prior", help="ship a trained latent diffusion prior (EMA weights) in assets/")
     p.add_argument("source", help="the run folder or its compact checkpoint (.safetensors)")

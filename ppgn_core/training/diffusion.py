@@ -68,6 +68,7 @@ class DiffusionConfig:
     log_every: int = 50
     ckpt_every: int = 250
     max_minutes: float | None = None  # the prior's total training minutes, resumed runs' included
+    more_minutes: float | None = None  # or: this many minutes more than the run it resumes had trained
     threads: int | None = None
     device: str = "cpu"
     limit: int | None = None  # use only this many photos (tests)
@@ -131,6 +132,14 @@ def _learning_rate(cfg: DiffusionConfig, step: int, ramp_from: int | None) -> fl
     if ramp_from is not None:  # after a compact resume Adam's moments are new: ramp up again
         lr *= min(1.0, (step - ramp_from + 1) / max(1, cfg.resume_ramp))
     return lr
+
+
+def _minutes_limit(cfg: DiffusionConfig, minutes_before: float) -> float | None:
+    """The total training minutes at which the run stops: ``max_minutes``, or the resumed run's minutes plus
+    ``more_minutes``, whichever comes first (None: no limit)."""
+    limits = [m for m in (cfg.max_minutes, None if cfg.more_minutes is None else minutes_before + cfg.more_minutes)
+              if m is not None]
+    return min(limits) if limits else None
 
 
 def build_model(cfg: DiffusionConfig, code_shape: tuple[int, ...], mean: torch.Tensor | None = None,
@@ -227,6 +236,7 @@ def train_code_diffusion(cfg: DiffusionConfig, codes: torch.Tensor | None = None
         model.load_state_dict(ck["model"])
         ema.model.load_state_dict(ck["ema"])
         step, minutes_before, ramp_from = ck["step"], ck["minutes"], ck["step"]
+    limit = _minutes_limit(cfg, minutes_before)
     objective = EDMObjective(model)
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(objective)
@@ -253,7 +263,7 @@ def train_code_diffusion(cfg: DiffusionConfig, codes: torch.Tensor | None = None
                disable=rank != 0)
     try:
         while step < cfg.steps:
-            if all_ranks_agree(cfg.max_minutes is not None and minutes_now() >= cfg.max_minutes):
+            if all_ranks_agree(limit is not None and minutes_now() >= limit):
                 break
             gen = _step_generator(cfg.seed, step, rank)
             idx = torch.randint(0, len(codes), (per_rank,), generator=gen)
@@ -274,7 +284,7 @@ def train_code_diffusion(cfg: DiffusionConfig, codes: torch.Tensor | None = None
             step += 1
             bar.update(1)
             rate = (step - first) * per_rank * world / max(1e-9, time.time() - t0)
-            left = {} if cfg.max_minutes is None else {"min_left": f"{max(0.0, cfg.max_minutes - minutes_now()):.1f}"}
+            left = {} if limit is None else {"min_left": f"{max(0.0, limit - minutes_now()):.1f}"}
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.0f}", **left, refresh=False)
             last = {"step": step, "loss": loss.item()}
             if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
