@@ -49,6 +49,15 @@ class Stats:
             self.errors.append(f"{kind}: {err!r}"[:500])
 
 
+def errors_by_kind(errors: list[str]) -> dict[str, int]:
+    """How many errors of each action and exception ("race: TimeoutError", …)."""
+    kinds: dict[str, int] = {}
+    for e in errors:
+        kind = e.split("(", 1)[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
 def _clicked() -> float:
     """The click's time (ms), as the browser stamps Run and Stop: a Stop then reaches a run still queued."""
     return time.time() * 1000
@@ -221,7 +230,8 @@ def main() -> None:
     report = {
         "bundle": args.bundle, "clients": args.clients, "browser_tabs": args.browser, "minutes": args.minutes,
         "app_ready_s": round(ready, 2), "requests": stats.requests, "requests_total": sum(stats.requests.values()),
-        "errors": len(stats.errors), "error_samples": stats.errors[:20], "tracebacks": text.count("Traceback"),
+        "errors": len(stats.errors), "errors_by_kind": errors_by_kind(stats.errors),
+        "error_samples": stats.errors[:20], "tracebacks": text.count("Traceback"),
         "first_image_s": {"n": len(stats.first_image), "p50": percentile(stats.first_image, 0.5),
                           "p95": percentile(stats.first_image, 0.95)},
         "server_after_warmup": start, "server_at_end": end,
