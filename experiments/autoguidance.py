@@ -20,9 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
-from ppgn_core.priors import noise_levels  # noqa: E402
+from ppgn_core.priors import sample_codes  # noqa: E402
 from ppgn_core.prior_report import _judge_and_reference, _judged, tuning_classes  # noqa: E402
-from ppgn_core.solvers import dpmpp2m  # noqa: E402
 from ppgn_core.training.diffusion import load_compact  # noqa: E402
 
 
@@ -34,20 +33,24 @@ def load_net(shipped, source: str, part: str = "ema"):
     return net.eval()
 
 
+class AutoGuided:
+    """D_bad + w·(D_good − D_bad) in the good model's code units: what :func:`sample_codes` needs of a prior."""
+
+    def __init__(self, good, bad, w: float):
+        self.good, self.bad, self.w = good, bad, w
+        self.code_shape, self.unstandardise = good.code_shape, good.unstandardise
+
+    def denoise_standardised(self, u: torch.Tensor, sigma, labels=None) -> torch.Tensor:
+        d = self.good.denoise_standardised(u, sigma)
+        if self.w == 1:
+            return d
+        d_bad = self.bad.denoise_standardised(u, sigma)
+        return d_bad + self.w * (d - d_bad)
+
+
 @torch.no_grad()
 def own_codes(good, bad, w: float, n: int, steps: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    levels = noise_levels(steps, 10.0, 0.05)
-    u = torch.randn(n, *good.code_shape, generator=gen) * levels[0]
-    previous = None
-    for i, s in enumerate(levels):
-        s_next = levels[i + 1] if i + 1 < len(levels) else 0.0
-        d = good.denoise_standardised(u, s)
-        if w != 1:
-            d_bad = bad.denoise_standardised(u, s)
-            d = d_bad + w * (d - d_bad)
-        u, previous = dpmpp2m(u, s, s_next, d, previous), (s, d)
-    return good.unstandardise(u)
+    return sample_codes(AutoGuided(good, bad, w), n, torch.Generator().manual_seed(seed), steps, solver="dpmpp2m")
 
 
 def main() -> None:

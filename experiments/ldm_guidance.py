@@ -48,7 +48,8 @@ def main() -> None:
         preset = replace(base, name=f"ldm eps2={eps2:g} w={w:g}", cfg_scale=w, paper_eps=(0.0, eps2, 0.0),
                          guidance_until=1e9 if until is None else until)
         run = run_preset_on_classes(bundle, preset, classes, args.chains, args.levels, args.seed, args.levels)
-        rows[label] = {"eps2": eps2, "cfg_scale": w, "guidance_until": until, **_judged(judge, reference, run.images, run.targets),
+        rows[label] = {"eps2": eps2, "cfg_scale": w, "guidance_until": until,
+                       **_judged(judge, reference, run.images, run.targets),
                        "seconds_per_sample": round(run.seconds / len(run.targets), 3)}
         print(label, json.dumps(rows[label]), flush=True)
     out = Path(args.out)

@@ -31,7 +31,7 @@ def run_inpaint(bundle: ModelBundle, x_real: torch.Tensor, mask: torch.Tensor,
         overrides.update(eps1=e1, eps2=e2, eps3=e3)
     sampler = build_sampler(preset, bundle, ClassCondition(bundle.classifier, cls), seed=seed, context=context,
                             control=control, eps4=eps4, **overrides)
-    z0 = sampler.init(chains, x_real.device, start=x_real if sampler.starts_from_image else None)
+    z0 = sampler.init_for_photo(chains, x_real.device, x_real)
     snaps = list(sampler.run(z0, steps, snapshot_every or max(1, steps)))
     first, last = snaps[0], snaps[-1]
     images = last.image

@@ -71,7 +71,9 @@ def levels_sweep(bundle: ModelBundle, preset: str, classes: list[int], chains: i
 
     if judge is None:
         judge, reference = _judge_and_reference(device)
-    sampler_preset = get_preset(preset) if solver is None else replace(get_preset(preset), solver=solver)
+    sampler_preset = get_preset(preset)
+    if solver is not None:
+        sampler_preset = replace(sampler_preset, solver=solver)
     rows = {}
     for n in levels:
         run = run_preset_on_classes(bundle, sampler_preset, classes, chains, n, seed, max(1, n), device, overrides,

@@ -258,6 +258,11 @@ class Sampler:
             return self.space.clamp(z)
         return self.space.init(batch, self.gen, device)
 
+    def init_for_photo(self, batch: int, device: torch.device | str, photo: torch.Tensor) -> torch.Tensor:
+        """Where a run on ``photo`` (inpainting) starts: at its code where the sampler can start from an image,
+        else from noise (the photo then steers through the inpainting context only)."""
+        return self.init(batch, device, start=photo if self.starts_from_image else None)
+
     def image(self, z: torch.Tensor) -> torch.Tensor:
         """x(z), with observed pixels clamped when inpainting."""
         x = self.space.to_image(z)

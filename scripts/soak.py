@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ppgn_core.bench import launch_app
+from ppgn_core.bench import launch_app  # noqa: E402
 
 PRESETS = ["ldm-ppgn-h", "guided-ppgn-h", "ppgn-h", "noiseless-joint-ppgn-h", "dgn-am", "ppgn-x", "hand-designed",
            "no-prior"]

@@ -79,7 +79,7 @@ def stop(state: dict, clicked_at: float | None = None) -> str:
     """Stop the session's running run and, when the click's time is known, every run clicked before it
     that is still queued."""
     if clicked_at is not None:
-        state["stopped_at"] = max(float(clicked_at), state.get("stopped_at") or float("-inf"))
+        state["stopped_at"] = max(float(clicked_at), state.get("stopped_at", float("-inf")))
     if state.get("control") is not None:
         state["control"].stop()
     return "stopping…"

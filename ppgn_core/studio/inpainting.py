@@ -47,8 +47,7 @@ class InpaintWorkflow:
                               context=InpaintContext(x, m, e4), eps4=e4)
             if control is not None:
                 s.control = control  # one Stop ends both
-            runs.append(s.run(s.init(1, core.device, start=x if s.starts_from_image else None), steps,
-                              snapshot_every))
+            runs.append(s.run(s.init_for_photo(1, core.device, x), steps, snapshot_every))
         x_u8 = to_uint8(x.cpu())[0]
         m_np = m.cpu()[0, 0].numpy() > 0.5
         shown_input = upscale(show_mask(x_u8, m_np))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed
 
 from ..data import builder_tmp, cached_images, to_float
 from ..nets.classifiers import LiteEncoder
@@ -49,9 +50,19 @@ def _open_f16(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
 
 
-@torch.no_grad()
 def build_code_cache(cfg: TrainConfig, encoder: LiteEncoder, device: torch.device) -> CodeCache:
-    """Decode the photos once (uint8 memory map) and cache E's h and h1 of each and of its mirror."""
+    """Decode the photos once (uint8 memory map) and cache E's h and h1 of each and of its mirror. In a
+    process group, rank 0 builds a missing cache while the other ranks wait, then every rank opens it."""
+    rank, world = _rank()
+    if world == 1:
+        return _build_code_cache(cfg, encoder, device)
+    cache = _build_code_cache(cfg, encoder, device) if rank == 0 else None
+    torch.distributed.barrier()
+    return cache if cache is not None else _build_code_cache(cfg, encoder, device)
+
+
+@torch.no_grad()
+def _build_code_cache(cfg: TrainConfig, encoder: LiteEncoder, device: torch.device) -> CodeCache:
     cache_dir = Path(cfg.cache or Path(cfg.out) / "cache")
     if Path(cfg.data).name == "val":
         raise ValueError(f"refusing to train on a val/ folder: {cfg.data}")

@@ -172,20 +172,13 @@ def load_compact(path: Path) -> dict:
 # ----------------------------------------------------------------------------- loop
 
 def _codes_and_labels(cfg: DiffusionConfig, device: torch.device):
-    """E's cached codes (photos, then their mirrors) and one label per code; rank 0 builds a missing
-    cache while the other ranks wait."""
+    """E's cached codes (photos, then their mirrors) and one label per code."""
     from ..nets.classifiers import LiteEncoder, load_efficientnet_lite
     from ..train import TrainConfig, build_code_cache
 
-    rank, world = _rank()
     tcfg = TrainConfig(kind="hdae", data=cfg.data, cache=cfg.cache, out=cfg.out, limit=cfg.limit, seed=cfg.seed)
     encoder = LiteEncoder(load_efficientnet_lite(tcfg.encoder), tcfg.h_block, tcfg.h1_block, tcfg.size).to(device)
-    if rank == 0:
-        cache = build_code_cache(tcfg, encoder, device)
-    if world > 1:
-        torch.distributed.barrier()
-        if rank != 0:
-            cache = build_code_cache(tcfg, encoder, device)
+    cache = build_code_cache(tcfg, encoder, device)
     labels = cache.labels.long()
     return cache.h, torch.cat([labels, labels])
 

@@ -86,12 +86,7 @@ def train_generator(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     encoder = LiteEncoder(load_efficientnet_lite(cfg.encoder), cfg.h_block, cfg.h1_block, cfg.size).to(device)
-    if rank == 0:
-        cache = build_code_cache(cfg, encoder, device)
-    if world > 1:
-        dist.barrier()
-        if rank != 0:
-            cache = build_code_cache(cfg, encoder, device)
+    cache = build_code_cache(cfg, encoder, device)
     scales = CodeScales.of(cache)
     code_shape = tuple(cache.h.shape[1:])
     G = _build_generator(cfg, code_shape).to(device)
