@@ -42,6 +42,7 @@ class Preset:
     sampler: str = "mala"  # "mala": MALA-approx (Eq. 5); "guided": guided denoising of R_h(h, σ) from σ_start to σ_end
     churn: float = 0.0  # "guided": fresh noise raising σ to σ(1 + churn) before each level (0 = the deterministic ODE)
     guidance_until: float = 0.0  # "guided": the condition steers only while σ ≥ this
+    guide_every: int = 1  # "guided": C's gradient at every n-th level; the levels between reuse its direction
     code_prior: str = "score_dae"  # "guided": R_h(h, σ) ("score_dae") or the latent diffusion prior ("code_diffusion")
     solver: str = "euler"  # "guided": euler | heun | dpmpp2m
     cfg_scale: float = 0.0  # "guided" on the diffusion prior: classifier-free guidance toward the class (0: p(h))
@@ -79,6 +80,7 @@ class Preset:
             step = f"one step per noise level σ {self.sigma_start:g} → {self.sigma_end:g}, guidance ε2·σ"
             step += f" while σ ≥ {self.guidance_until:g}" if self.guidance_until > 0 else ""
             step += f", churn {self.churn:g}" if self.churn > 0 else ""
+            step += f", C's gradient every {self.guide_every} levels" if self.guide_every > 1 else ""
             if self.code_prior == "code_diffusion":
                 step += f", latent diffusion prior, {self.solver} solver"
                 step += f", classifier-free guidance {self.cfg_scale:g}" if self.cfg_scale > 0 else ""
@@ -275,7 +277,8 @@ def build_sampler(preset: Preset | str, bundle: ModelBundle, condition: Conditio
         labels = class_labels(condition) if p.code_prior == "code_diffusion" else None
         return GuidedDenoisingSampler(space, _score_dae(p, bundle), condition, control, p.sigma_start, p.sigma_end,
                                       seed=seed, realism=realism, churn=p.churn, guidance_until=p.guidance_until,
-                                      solver=p.solver, labels=labels, cfg_scale=p.cfg_scale, context=context)
+                                      solver=p.solver, labels=labels, cfg_scale=p.cfg_scale, context=context,
+                                      guide_every=p.guide_every)
     if p.sampler != "mala":
         raise ValueError(f"unknown sampler {p.sampler!r}: mala or guided")
     max_abs = None

@@ -373,6 +373,9 @@ class GuidedDenoisingSampler(Sampler):
     ``churn`` γ > 0 makes the chain stochastic (Karras et al. 2022, Alg. 2): before each level but
     the last, fresh noise raises σ to σ(1 + γ). ``guidance_until``: below this σ the condition no
     longer steers (no gradient is taken there): the finest levels are the prior's alone.
+    ``guide_every`` n > 1: the condition's gradient is taken at every n-th level only (the first
+    included); a level between keeps the last taken direction g/rms(g), scaled by its own ε2·σ, so
+    it costs one pass of the prior alone (and G and C forward where a snapshot is due).
 
     Inpainting (``context``): C sees G(D) with the observed pixels clamped, and −ε4·‖(1−M)⊙(x_real − G(D))‖²
     joins the condition's objective before its gradient is normalised, so the surroundings steer every
@@ -385,7 +388,7 @@ class GuidedDenoisingSampler(Sampler):
                  sigma_min: float = 0.05, seed: int = 0, realism: RealismCondition | None = None,
                  churn: float = 0.0, guidance_until: float = 0.0, solver: str = "euler",
                  labels: torch.Tensor | None = None, cfg_scale: float = 0.0,
-                 context: InpaintContext | None = None):
+                 context: InpaintContext | None = None, guide_every: int = 1):
         from .priors import NoPrior
 
         if not 0 < sigma_min < sigma_max:
@@ -394,6 +397,11 @@ class GuidedDenoisingSampler(Sampler):
             raise ValueError(f"need 0 ≤ churn ≤ 1 and guidance_until ≥ 0, got {churn}, {guidance_until}")
         if solver not in solvers.SOLVERS:
             raise ValueError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}")
+        if not (isinstance(guide_every, int) and guide_every >= 1):
+            raise ValueError(f"guide_every must be a whole number ≥ 1, got {guide_every!r}")
+        if guide_every > 1 and solver == "heun":
+            raise ValueError("guide_every > 1 reuses the last gradient between levels; Heun's second evaluation "
+                             "is guided afresh, so use euler or dpmpp2m")
         if not (math.isfinite(cfg_scale) and 0 <= cfg_scale <= 20):
             raise ValueError(f"the classifier-free guidance scale must lie in 0..20, got {cfg_scale!r}")
         if labels is not None and cfg_scale > 0 and not hasattr(dae, "guided_denoise"):
@@ -403,8 +411,9 @@ class GuidedDenoisingSampler(Sampler):
         self.churn, self.guidance_until, self.solver = float(churn), float(guidance_until), solver
         self.labels = None if labels is None or cfg_scale == 0 else torch.as_tensor(labels, dtype=torch.long).view(-1)
         self.cfg_scale = float(cfg_scale)
+        self.guide_every = guide_every
         self.levels: list[float] = []  # the noise level of each step of the last run
-        self.evaluations = 0  # the prior-and-condition evaluations of the last run
+        self.evaluations = 0  # the levels of the last run at which the condition's gradient was taken
 
     def init(self, batch: int, device: torch.device | str = "cpu", start: torch.Tensor | None = None) -> torch.Tensor:
         if start is not None:
@@ -432,13 +441,23 @@ class GuidedDenoisingSampler(Sampler):
         return self._code_of(self.denoise(u, sigma))
 
     def _guided(self, u: torch.Tensor, s: StepSettings, sigma: float):
-        """(x, the condition's output, D' the guided estimate, D the prior's own) at level σ."""
+        """(x, the condition's output, the push g/rms(g), D the prior's own) at level σ: the guided estimate
+        is D + ε2·σ·push."""
         x, out, grad, d = self._evaluate_at_level(u, s, sigma, guide=sigma >= self.guidance_until)
         self.evaluations += 1
         with torch.no_grad():
             rms = grad.pow(2).flatten(1).mean(1).sqrt().view(-1, *([1] * (u.dim() - 1)))
-            push = torch.where(rms > 0, grad / rms.clamp_min(1e-30), torch.zeros_like(grad))
-            return x, out, d + s.eps2 * sigma * push, d
+            return x, out, torch.where(rms > 0, grad / rms.clamp_min(1e-30), torch.zeros_like(grad)), d
+
+    def _reusing(self, u: torch.Tensor, s: StepSettings, sigma: float, push: torch.Tensor, snapshot: bool):
+        """A level between two gradients (``guide_every`` > 1): the prior's D, and x and the condition's
+        output (no gradient) only when a snapshot shows them; the push is the last one taken."""
+        if snapshot:
+            x, out, _, d = self._evaluate_at_level(u, s, sigma, guide=False)
+        else:
+            with torch.no_grad():
+                x, out, d = None, None, self.denoise(u, sigma)
+        return x, out, (push if sigma >= self.guidance_until else torch.zeros_like(push)), d
 
     def run(self, z0: torch.Tensor, steps: int, snapshot_every: int = 1) -> Iterator[Snapshot]:
         from .priors import noise_levels
@@ -455,15 +474,21 @@ class GuidedDenoisingSampler(Sampler):
         u, recovered, t = z0.detach().clone(), [], 0
         self.evaluations = 0
         previous: tuple[float, torch.Tensor] | None = None  # (σ, D') of the last level (DPM-Solver++(2M))
+        push: torch.Tensor | None = None  # the last level's g/rms(g) (reused between gradients: guide_every)
         while t < steps and not self.control.stopped:
             s, sigma = self.control.settings, levels[t]
             if self.churn > 0 and t + 1 < steps:
                 raised = sigma * (1 + self.churn)
                 u = u + (raised ** 2 - sigma ** 2) ** 0.5 * torch.randn(u.shape, generator=self.gen).to(u.device)
                 sigma = raised
-            x, out, target, d = self._guided(u, s, sigma)
+            shows = t % snapshot_every == 0
+            if push is None or t % self.guide_every == 0:
+                x, out, push, d = self._guided(u, s, sigma)
+            else:
+                x, out, push, d = self._reusing(u, s, sigma, push, shows)
+            target = d + s.eps2 * sigma * push
             self.schedule.append({"step": t, **asdict(s)})
-            if t % snapshot_every == 0:
+            if shows:
                 yield Snapshot.at(t, x, self._code_of(d), out, s, recovered, False)
                 recovered = []
             s_next = levels[t + 1] if t + 1 < steps else 0.0
@@ -488,7 +513,11 @@ class GuidedDenoisingSampler(Sampler):
                      previous: tuple[float, torch.Tensor] | None, s: StepSettings) -> torch.Tensor:
         """u at level ``s_next`` from u at σ with guided estimate ``target`` (s_next = 0: the estimate)."""
         if self.solver == "heun":  # the second evaluation is guided too, so it needs the gradient
-            return solvers.heun(u, sigma, s_next, target, lambda v: self._guided(v, s, s_next)[2]).detach()
+            def guided_next(v: torch.Tensor) -> torch.Tensor:
+                _, _, push, d = self._guided(v, s, s_next)
+                return d + s.eps2 * s_next * push
+
+            return solvers.heun(u, sigma, s_next, target, guided_next).detach()
         with torch.no_grad():
             if self.solver == "dpmpp2m":
                 return solvers.dpmpp2m(u, sigma, s_next, target, previous)

@@ -410,6 +410,52 @@ def test_guided_denoising_churn_is_seeded_and_guidance_can_stop_at_a_noise_level
         build_sampler(replace(base, churn=-0.1), tiny, ClassCondition(tiny.classifier, 1))
 
 
+def test_guided_denoising_can_take_the_conditions_gradient_at_every_nth_level_only(tiny):
+    """guide_every n: C's gradient is taken at levels 0, n, 2n, … only (counted at the autograd call), the
+    levels between reuse its direction and still steer toward the class; a snapshot of such a level still
+    carries its image and p(class); n = 1 is the every-level run; Heun and n < 1 are refused."""
+    from dataclasses import replace
+
+    from ppgn_core.presets import get_preset
+    from ppgn_core.sampler import ConditionGradient
+
+    targets = [3, 17, 500, 999]
+    base = get_preset("guided-ppgn-h")
+    grads = []
+    original = ConditionGradient.__call__
+
+    def counting(self, z, raw_image, s, need_grad):
+        grads.append(need_grad)
+        return original(self, z, raw_image, s, need_grad)
+
+    def run(preset, **overrides):
+        grads.clear()
+        s = build_sampler(preset, tiny, ClassCondition(tiny.classifier, targets), seed=4, **overrides)
+        snaps = list(s.run(s.init(4), steps=9, snapshot_every=3))
+        return snaps, sum(grads), s.evaluations
+
+    ConditionGradient.__call__ = counting
+    try:
+        every, every_grads, _ = run(base)
+        third, third_grads, third_evals = run(replace(base, guide_every=3))
+        unguided, _, _ = run(base, eps2=0.0)
+        again, _, _ = run(replace(base, guide_every=1))
+    finally:
+        ConditionGradient.__call__ = original
+    assert every_grads == 9 and third_grads == third_evals == 3  # levels 0, 3, 6
+    assert torch.equal(again[-1].image, every[-1].image)
+    assert [sn.step for sn in third] == [0, 3, 6, 9]
+    assert all(sn.p_class is not None and torch.isfinite(sn.image).all() for sn in third)
+    assert not torch.equal(third[-1].image, every[-1].image)
+    assert torch.all(third[-1].p_class > unguided[-1].p_class), (third[-1].p_class, unguided[-1].p_class)
+    lo, hi = tiny.code_range
+    assert third[-1].z.min() >= lo and third[-1].z.max() <= hi
+    with pytest.raises(ValueError, match="guide_every"):
+        build_sampler(replace(base, guide_every=0), tiny, ClassCondition(tiny.classifier, 1))
+    with pytest.raises(ValueError, match="Heun"):
+        build_sampler(replace(base, guide_every=2, solver="heun"), tiny, ClassCondition(tiny.classifier, 1))
+
+
 def test_guided_denoising_steers_toward_the_class_and_reports_codes_in_range(tiny):
     """Same noise, same R_h: with guidance (ε2 > 0) the final images are more the class than without;
     the chain's steps are its noise levels; the reported z are denoised codes within the code range."""
