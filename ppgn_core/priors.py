@@ -17,6 +17,8 @@ A prior returns a *direction* d(z) in the sampled space such that ``z ← z + ε
 
 from __future__ import annotations
 
+import math
+
 from typing import Callable
 
 import torch
@@ -124,6 +126,31 @@ def noise_levels(steps: int, sigma_max: float, sigma_min: float, rho: float = 7.
     return [(a + i / (steps - 1) * (b - a)) ** rho for i in range(steps)]
 
 
+class CodeDenoiser:
+    """D(u, σ), the denoised standardised code of a noise-conditional code prior (R_h(h, σ) or the latent
+    diffusion prior); with ``labels`` and ``cfg_scale`` w > 0, classifier-free guided toward those classes,
+    D_∅ + w·(D_y − D_∅) (a class-conditional prior only). ``labels``: one class per code, or k classes
+    repeated over a multiple of k codes (chains of several classes); w = 0 is the unconditional prior."""
+
+    def __init__(self, dae: nn.Module, labels: torch.Tensor | None = None, cfg_scale: float = 0.0):
+        if not (math.isfinite(cfg_scale) and 0 <= cfg_scale <= 20):
+            raise ValueError(f"the classifier-free guidance scale must lie in 0..20, got {cfg_scale!r}")
+        if labels is not None and cfg_scale > 0 and not hasattr(dae, "guided_denoise"):
+            raise ValueError("classifier-free guidance needs a class-conditional prior (the code diffusion prior)")
+        self.dae, self.cfg_scale = dae, float(cfg_scale)
+        self.labels = None if labels is None or cfg_scale == 0 else torch.as_tensor(labels, dtype=torch.long).view(-1)
+
+    def __call__(self, u: torch.Tensor, sigma: float) -> torch.Tensor:
+        if self.labels is None:
+            return self.dae.denoise_standardised(u, sigma)
+        y = self.labels.to(u.device)
+        if y.numel() != u.shape[0]:
+            if u.shape[0] % y.numel():
+                raise ValueError(f"{y.numel()} class labels for {u.shape[0]} codes")
+            y = y.repeat(u.shape[0] // y.numel())
+        return self.dae.guided_denoise(u, sigma, y, self.cfg_scale)
+
+
 @torch.no_grad()
 def sample_codes(dae: nn.Module, n: int, gen: torch.Generator, steps: int = 24, sigma_max: float = 10.0,
                  sigma_min: float = 0.05, device: torch.device | str = "cpu", solver: str = "heun",
@@ -138,11 +165,7 @@ def sample_codes(dae: nn.Module, n: int, gen: torch.Generator, steps: int = 24, 
     if solver not in ("heun", "dpmpp2m"):
         raise ValueError(f"solver must be heun or dpmpp2m, got {solver!r}")
 
-    def denoise(u, s):
-        if labels is not None and cfg_scale > 0:
-            return dae.guided_denoise(u, s, labels.to(u.device), cfg_scale)
-        return dae.denoise_standardised(u, s)
-
+    denoise = CodeDenoiser(dae, labels, cfg_scale)
     levels = noise_levels(steps, sigma_max, sigma_min)
     u = torch.randn(n, *dae.code_shape, generator=gen).to(device) * levels[0]
     previous = None

@@ -389,7 +389,7 @@ class GuidedDenoisingSampler(Sampler):
                  churn: float = 0.0, guidance_until: float = 0.0, solver: str = "euler",
                  labels: torch.Tensor | None = None, cfg_scale: float = 0.0,
                  context: InpaintContext | None = None, guide_every: int = 1):
-        from .priors import NoPrior
+        from .priors import CodeDenoiser, NoPrior
 
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
@@ -402,15 +402,10 @@ class GuidedDenoisingSampler(Sampler):
         if guide_every > 1 and solver == "heun":
             raise ValueError("guide_every > 1 reuses the last gradient between levels; Heun's second evaluation "
                              "is guided afresh, so use euler or dpmpp2m")
-        if not (math.isfinite(cfg_scale) and 0 <= cfg_scale <= 20):
-            raise ValueError(f"the classifier-free guidance scale must lie in 0..20, got {cfg_scale!r}")
-        if labels is not None and cfg_scale > 0 and not hasattr(dae, "guided_denoise"):
-            raise ValueError("classifier-free guidance needs a class-conditional prior (the code diffusion prior)")
         super().__init__(space, NoPrior(), condition, control, context=context, seed=seed, realism=realism)
         self.dae, self.sigma_max, self.sigma_min = dae, float(sigma_max), float(sigma_min)
         self.churn, self.guidance_until, self.solver = float(churn), float(guidance_until), solver
-        self.labels = None if labels is None or cfg_scale == 0 else torch.as_tensor(labels, dtype=torch.long).view(-1)
-        self.cfg_scale = float(cfg_scale)
+        self.denoise = CodeDenoiser(dae, labels, cfg_scale)  # D(u, σ): the prior's denoised standardised code
         self.guide_every = guide_every
         self.levels: list[float] = []  # the noise level of each step of the last run
         self.evaluations = 0  # the levels of the last run at which the condition's gradient was taken
@@ -424,17 +419,6 @@ class GuidedDenoisingSampler(Sampler):
     def _code_of(self, d: torch.Tensor) -> torch.Tensor:
         """G's input for a standardised code: in the code's units, clamped to its range."""
         return self.space.clamp(self.dae.unstandardise(d))
-
-    def denoise(self, u: torch.Tensor, sigma: float) -> torch.Tensor:
-        """The prior's denoised standardised code at level σ (classifier-free guided where set)."""
-        if self.labels is None:
-            return self.dae.denoise_standardised(u, sigma)
-        y = self.labels.to(u.device)
-        if y.numel() != u.shape[0]:
-            if u.shape[0] % y.numel():
-                raise ValueError(f"{y.numel()} class labels for {u.shape[0]} chains")
-            y = y.repeat(u.shape[0] // y.numel())
-        return self.dae.guided_denoise(u, sigma, y, self.cfg_scale)
 
     def denoised_code(self, u: torch.Tensor, sigma: float) -> torch.Tensor:
         """G's input for state u at level σ: the denoised code in the code's units, clamped to its range."""

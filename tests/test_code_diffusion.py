@@ -247,15 +247,38 @@ def test_sampler_cfg_zero_draws_what_the_unconditional_prior_draws():
     assert not torch.equal(a[-1].z, c[-1].z)  # the class does reach the prior when the scale is not 0
 
 
+def test_the_code_denoiser_repeats_labels_over_chains_and_refuses_bad_settings():
+    """CodeDenoiser: w = 0 is the unconditional prior whatever the labels; k labels repeat over a multiple
+    of k codes as one label per code would; a scale outside 0..20, labels that do not divide the codes, and
+    classifier-free guidance of a prior without classes are refused."""
+    from ppgn_core.priors import CodeDenoiser
+
+    bundle = tiny_bundle()
+    net = bundle.code_diffusion
+    u = torch.randn(4, *net.code_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(CodeDenoiser(net, torch.tensor([1, 2]), 0.0)(u, 2.0), CodeDenoiser(net)(u, 2.0))
+        repeated = CodeDenoiser(net, torch.tensor([1, 2]), 2.0)(u, 2.0)
+        assert torch.allclose(repeated, CodeDenoiser(net, torch.tensor([1, 2, 1, 2]), 2.0)(u, 2.0))
+        assert not torch.allclose(repeated, CodeDenoiser(net, torch.tensor([2, 1]), 2.0)(u, 2.0))
+    for bad in (-1.0, float("nan"), 21.0):
+        with pytest.raises(ValueError, match="0..20"):
+            CodeDenoiser(net, torch.tensor([1]), bad)
+    with pytest.raises(ValueError, match="3 class labels for 4 codes"):
+        CodeDenoiser(net, torch.tensor([1, 2, 3]), 2.0)(u, 2.0)
+    with pytest.raises(ValueError, match="class-conditional"):
+        CodeDenoiser(bundle.score_dae, torch.tensor([1]), 2.0)
+
+
 def test_presets_on_the_diffusion_prior_take_the_class_and_steer_units():
     bundle = tiny_bundle()
     s = build_sampler("ldm-ppgn-h", bundle, ClassCondition(bundle.classifier, [4, 9]), seed=1)
-    assert s.labels.tolist() == [4, 9] and s.solver == "dpmpp2m"
+    assert s.denoise.labels.tolist() == [4, 9] and s.solver == "dpmpp2m"
     unit = build_sampler("ldm-ppgn-h", bundle, UnitCondition(bundle.classifier, "blocks.1:3"), seed=1)
-    assert unit.labels is None  # a hidden unit: the unconditional prior, steered by C
+    assert unit.denoise.labels is None  # a hidden unit: the unconditional prior, steered by C
     snaps = list(unit.run(unit.init(2), 4))
     assert torch.isfinite(snaps[-1].z).all()
-    assert s.cfg_scale == get_preset("ldm-ppgn-h").cfg_scale > 0
+    assert s.denoise.cfg_scale == get_preset("ldm-ppgn-h").cfg_scale > 0
 
 
 def test_the_diffusion_prior_inpaints_keeping_the_observed_pixels_and_following_them():
