@@ -15,27 +15,23 @@ python experiments/class_signal.py --checkpoint checkpoints/code_diffusion.safet
 """
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ppgn_core.data import cached_images, to_float  # noqa: E402
+from ppgn_core.data import IMAGENET_1K_ROOT, cached_images, to_float  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
-from ppgn_core.training.diffusion import read_run  # noqa: E402
-
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "imagenet-1k-128"
+from ppgn_core.training.diffusion import DiffusionConfig, codes_and_labels, ema_network  # noqa: E402
 
 
 @torch.no_grad()
 def val_codes(bundle, every: int, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """E's codes of every ``every``-th val photo, and their classes."""
-    images, labels = cached_images(str(DATA / "val"), 128, None, 0, cache_dir=cache)
+    images, labels = cached_images(str(IMAGENET_1K_ROOT / "val"), 128, None, 0, cache_dir=cache)
     idx = torch.arange(0, len(images), every)
     codes = [bundle.encoder.encode_both(to_float(images[idx[i:i + 100]]))[1] for i in range(0, len(idx), 100)]
     return torch.cat(codes), labels[idx].long()
@@ -44,13 +40,11 @@ def val_codes(bundle, every: int, cache: Path) -> tuple[torch.Tensor, torch.Tens
 @torch.no_grad()
 def class_means(net, cache: Path, num_classes: int) -> torch.Tensor:
     """The mean standardised training code of each class (photos and their mirrors)."""
-    h = np.load(next(cache.glob("codes_lite0_b10_*imagenet-1k-128.h.npy")), mmap_mode="r")
-    _, labels = cached_images(str(DATA / "train"), 128, None, 0, cache_dir=cache)
-    labels = torch.cat([labels, labels]).long()  # rows N… are the mirror images
+    h, labels = codes_and_labels(DiffusionConfig(cache=str(cache)), torch.device("cpu"))
     sums = torch.zeros(num_classes, *h.shape[1:], dtype=torch.float64)
     counts = torch.zeros(num_classes, dtype=torch.float64)
     for i in range(0, len(h), 4096):
-        u = net.standardise(torch.from_numpy(np.array(h[i:i + 4096])).float()).double()
+        u = net.standardise(h[i:i + 4096].float()).double()
         sums.index_add_(0, labels[i:i + 4096], u)
         counts.index_add_(0, labels[i:i + 4096], torch.ones(len(u), dtype=torch.float64))
     return (sums / counts.clamp_min(1).view(-1, 1, 1, 1)).float()
@@ -63,12 +57,9 @@ def main() -> None:
     ap.add_argument("--cache", default="cache")
     ap.add_argument("--out", default="reports/prior/class_signal.json")
     args = ap.parse_args()
-    torch.manual_seed(0)
     bundle, cache = load_bundle("default"), Path(args.cache)
     shipped = bundle.code_diffusion
-    run = read_run(Path(args.checkpoint))
-    trained = copy.deepcopy(shipped)
-    trained.load_state_dict(run["ema"])
+    trained, run = ema_network(Path(args.checkpoint), shipped)
     h, y = val_codes(bundle, args.every, cache)
     u = shipped.standardise(h)
     means = class_means(shipped, cache, shipped.num_classes)
@@ -77,9 +68,9 @@ def main() -> None:
         "mse_class_mean": round((u - means[y]).pow(2).mean().item(), 4),
         "pooled_variance_explained": round(1 - ((u - means[y]).mean((2, 3)).pow(2).mean()
                                                 / u.mean((2, 3)).pow(2).mean()).item(), 4)}, "denoising_mse": {}}
-    wrong = y[torch.randperm(len(y))]
+    wrong = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]  # a wrong class each
     for name, net in ((f"shipped step {bundle.card['code_diffusion']['steps']}", shipped),
-                      (f"checkpoint step {run['step']}", trained.eval())):
+                      (f"checkpoint step {run['step']}", trained)):
         rows = {}
         for sigma in (0.3, 1.0, 2.0, 5.0, 10.0):
             noise = torch.randn(u.shape, generator=torch.Generator().manual_seed(1)) * sigma

@@ -9,7 +9,6 @@ python experiments/prior_checkpoint_probe.py --checkpoint checkpoints/code_diffu
 """
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -22,7 +21,7 @@ from ppgn_core.evaluate import run_preset_on_classes  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
 from ppgn_core.presets import DEFAULT_PRESET, get_preset  # noqa: E402
 from ppgn_core.prior_report import _judge_and_reference, _judged, own_samples, tuning_classes  # noqa: E402
-from ppgn_core.training.diffusion import read_run  # noqa: E402
+from ppgn_core.training.diffusion import ema_network  # noqa: E402
 
 
 def main() -> None:
@@ -35,10 +34,8 @@ def main() -> None:
     ap.add_argument("--out", default="reports/prior/checkpoint_probe.json")
     args = ap.parse_args()
     shipped = load_bundle("default")
-    run = read_run(Path(args.checkpoint))
-    net = copy.deepcopy(shipped.code_diffusion)
-    net.load_state_dict(run["ema"])
-    candidate = replace(shipped, code_diffusion=net.eval())
+    net, run = ema_network(Path(args.checkpoint), shipped.code_diffusion)
+    candidate = replace(shipped, code_diffusion=net)
     judge, reference = _judge_and_reference("cpu")
     preset = get_preset(DEFAULT_PRESET)
     report = {"checkpoint": args.checkpoint, "checkpoint_step": run["step"], "checkpoint_minutes": run["minutes"],

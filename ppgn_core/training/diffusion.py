@@ -171,7 +171,7 @@ def load_compact(path: Path) -> dict:
 
 # ----------------------------------------------------------------------------- loop
 
-def _codes_and_labels(cfg: DiffusionConfig, device: torch.device):
+def codes_and_labels(cfg: DiffusionConfig, device: torch.device):
     """E's cached codes (photos, then their mirrors) and one label per code."""
     from ..nets.classifiers import LiteEncoder, load_efficientnet_lite
     from ..train import TrainConfig, build_code_cache
@@ -206,7 +206,7 @@ def train_code_diffusion(cfg: DiffusionConfig, codes: torch.Tensor | None = None
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if codes is None:
-        codes, labels = _codes_and_labels(cfg, device)
+        codes, labels = codes_and_labels(cfg, device)
     if labels is None or len(labels) != len(codes):
         raise ValueError("need one class label per code")
     mean, std = elementwise_statistics(codes)
@@ -301,6 +301,15 @@ def read_run(source: Path) -> dict:
     ck = load_torch_checkpoint(source / "checkpoint.pt", ("ema", "step", "minutes"))
     return {"ema": ck["ema"], "network": json.loads((source / "config.json").read_text())["network"],
             "step": int(ck["step"]), "minutes": float(ck["minutes"])}
+
+
+def ema_network(source: Path, like: CodeDiffusionUNet) -> tuple[CodeDiffusionUNet, dict]:
+    """A copy of ``like`` (e.g. the shipped prior) holding the EMA weights of the run at ``source`` (see
+    :func:`read_run`), in eval mode, and that run."""
+    run = read_run(source)
+    net = copy.deepcopy(like)
+    net.load_state_dict(run["ema"])
+    return net.eval(), run
 
 
 def export_ema(checkpoint: Path, path: Path) -> dict:
