@@ -22,6 +22,7 @@ import random
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,11 +52,7 @@ class Stats:
 
 def errors_by_kind(errors: list[str]) -> dict[str, int]:
     """How many errors of each action and exception ("race: TimeoutError", …)."""
-    kinds: dict[str, int] = {}
-    for e in errors:
-        kind = e.split("(", 1)[0]
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return kinds
+    return dict(Counter(e.split("(", 1)[0] for e in errors))
 
 
 def _clicked() -> float:
