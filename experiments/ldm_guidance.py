@@ -4,7 +4,9 @@ by the robust judge's top-1 and precision (reports/prior/guidance_choices.json).
 guidance weaker, or off below a noise level (the finest levels the prior's alone), for precision.
 ``--set speed``: cheaper levels for time: C's gradient at every 2nd or 3rd level only, the levels between
 reusing its direction (``guide_every``), the robust condition over one view instead of two, or fewer
-levels (``--levels``) with a stronger ε2 to keep C's total push.
+levels (``--levels``) with a stronger ε2 to keep C's total push, or C's gradient on the denoised code
+(``guide_on``). ``--set realism``: the discriminator D trained beside G as a second expert, log D(real|x)
+at weight 1 or 3 beside C's ε2 = 1, for precision.
 
 python experiments/ldm_guidance.py --levels 20 --classes 32 --chains 1 --out reports/prior/guidance_choices.json
 python experiments/ldm_guidance.py --set late --levels 30 --classes 32 --out reports/prior/guidance_late.json
@@ -36,7 +38,10 @@ SETTINGS = {
               ("C's gradient every 2nd level", 1.0, 2.0, 0.0, {"guide_every": 2}),
               ("robust condition over 1 view", 1.0, 2.0, 0.0, {"robust_k": 1}),
               ("every 3rd level", 1.0, 2.0, 0.0, {"guide_every": 3}),
-              ("ε2 1.5 (for fewer levels)", 1.5, 2.0, 0.0)],
+              ("ε2 1.5 (for fewer levels)", 1.5, 2.0, 0.0),
+              ("C's gradient on the denoised code", 1.0, 2.0, 0.0, {"guide_on": "denoised"})],
+    "realism": [("realism (D) 1", 1.0, 2.0, 0.0, {"realism": 1.0}),
+                ("realism (D) 3", 1.0, 2.0, 0.0, {"realism": 3.0})],
 }
 
 

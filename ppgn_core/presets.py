@@ -43,6 +43,7 @@ class Preset:
     churn: float = 0.0  # "guided": fresh noise raising σ to σ(1 + churn) before each level (0 = the deterministic ODE)
     guidance_until: float = 0.0  # "guided": the condition steers only while σ ≥ this
     guide_every: int = 1  # "guided": C's gradient at every n-th level; the levels between reuse its direction
+    guide_on: str = "noisy"  # "guided": C's gradient wrt the noisy state (through the prior) or the "denoised" code
     code_prior: str = "score_dae"  # "guided": R_h(h, σ) ("score_dae") or the latent diffusion prior ("code_diffusion")
     solver: str = "euler"  # "guided": euler | heun | dpmpp2m
     cfg_scale: float = 0.0  # "guided" on the diffusion prior: classifier-free guidance toward the class (0: p(h))
@@ -81,6 +82,7 @@ class Preset:
             step += f" while σ ≥ {self.guidance_until:g}" if self.guidance_until > 0 else ""
             step += f", churn {self.churn:g}" if self.churn > 0 else ""
             step += f", C's gradient every {self.guide_every} levels" if self.guide_every > 1 else ""
+            step += ", C's gradient on the denoised code" if self.guide_on == "denoised" else ""
             if self.code_prior == "code_diffusion":
                 step += f", latent diffusion prior, {self.solver} solver"
                 step += f", classifier-free guidance {self.cfg_scale:g}" if self.cfg_scale > 0 else ""
@@ -280,7 +282,7 @@ def build_sampler(preset: Preset | str, bundle: ModelBundle, condition: Conditio
         return GuidedDenoisingSampler(space, _score_dae(p, bundle), condition, control, p.sigma_start, p.sigma_end,
                                       seed=seed, realism=realism, churn=p.churn, guidance_until=p.guidance_until,
                                       solver=p.solver, labels=labels, cfg_scale=p.cfg_scale, context=context,
-                                      guide_every=p.guide_every)
+                                      guide_every=p.guide_every, guide_on=p.guide_on)
     if p.sampler != "mala":
         raise ValueError(f"unknown sampler {p.sampler!r}: mala or guided")
     max_abs = None

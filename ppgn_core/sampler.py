@@ -29,6 +29,8 @@ from .priors import Prior
 from .spaces import Space
 
 STEP_FORMS = ("eq5", "release")
+#: where guided denoising takes the condition's gradient: wrt the noisy state (through the prior) or the denoised code
+GUIDE_ON = ("noisy", "denoised")
 PRIOR_CONFLICT = ("keep", "project")
 AT_TARGET = ("prior", "stop")  # what a chain does once p(class) reached p_target
 MAX_ROBUST_K = 16
@@ -355,6 +357,52 @@ def run_to_end(sampler: Sampler, z0: torch.Tensor, steps: int, snapshot_every: i
     return list(sampler.run(z0, steps, snapshot_every))
 
 
+class LevelGuidance:
+    """What the condition says at one noise level of guided denoising: the prior's denoised code D of the
+    state u (``denoise``), G's image of it, the condition's output and its gradient, and that gradient
+    as the push g/rms(g) the sampler scales by ε2·σ. ``guide_on``: ``"noisy"`` takes g wrt the state u,
+    back through the prior (Chung et al. 2023); ``"denoised"`` takes it wrt D itself (He et al. 2024,
+    manifold-preserving guidance): no backward pass through the prior, and the push acts where the
+    prior's estimate is."""
+
+    def __init__(self, denoise, dae, space: Space, condition_gradient: ConditionGradient, guide_on: str = "noisy"):
+        if guide_on not in GUIDE_ON:
+            raise ValueError(f"guide_on must be one of {GUIDE_ON}, got {guide_on!r}")
+        self.denoise, self.dae, self.space = denoise, dae, space
+        self.condition_gradient, self.guide_on = condition_gradient, guide_on
+
+    def code_of(self, d: torch.Tensor) -> torch.Tensor:
+        """G's input for a standardised code: in the code's units, clamped to its range."""
+        return self.space.clamp(self.dae.unstandardise(d))
+
+    def _image(self, d: torch.Tensor) -> torch.Tensor:
+        return self.space.to_image(self.code_of(d))
+
+    def read(self, u: torch.Tensor, s: StepSettings, sigma: float, guide: bool = True):
+        """(x, the condition's output, its gradient (zeros when not ``guide``), D). D comes from the
+        condition's own pass, not computed again for the step and the snapshot."""
+        if self.guide_on == "denoised":
+            with torch.no_grad():
+                d = self.denoise(u, sigma)
+            x, out, grad = self.condition_gradient(d, self._image, s, need_grad=guide)
+            return x, out, (grad if guide else torch.zeros_like(u)), d
+        denoised: list[torch.Tensor] = []
+
+        def image(uu: torch.Tensor) -> torch.Tensor:
+            denoised.append(self.denoise(uu, sigma))
+            return self._image(denoised[-1])
+
+        x, out, grad = self.condition_gradient(u, image, s, need_grad=guide)
+        return x, out, (grad if guide else torch.zeros_like(u)), denoised[-1].detach()
+
+    def push(self, u: torch.Tensor, s: StepSettings, sigma: float, guide: bool = True):
+        """(x, the condition's output, the push g/rms(g) (zeros where g is), D)."""
+        x, out, grad, d = self.read(u, s, sigma, guide)
+        with torch.no_grad():
+            rms = grad.pow(2).flatten(1).mean(1).sqrt().view(-1, *([1] * (u.dim() - 1)))
+            return x, out, torch.where(rms > 0, grad / rms.clamp_min(1e-30), torch.zeros_like(grad)), d
+
+
 class GuidedDenoisingSampler(Sampler):
     """Guided denoising of a noise-conditional code prior (not in the paper; Dhariwal & Nichol 2021 for
     classifier guidance, Ho & Salimans 2022 for classifier-free guidance, Karras et al. 2022 for the
@@ -376,6 +424,7 @@ class GuidedDenoisingSampler(Sampler):
     ``guide_every`` n > 1: the condition's gradient is taken at every n-th level only (the first
     included); a level between keeps the last taken direction g/rms(g), scaled by its own ε2·σ, so
     it costs one pass of the prior alone (and G and C forward where a snapshot is due).
+    ``guide_on``: where g is taken, wrt u through the prior or wrt D (:class:`LevelGuidance`).
 
     Inpainting (``context``): C sees G(D) with the observed pixels clamped, and −ε4·‖(1−M)⊙(x_real − G(D))‖²
     joins the condition's objective before its gradient is normalised, so the surroundings steer every
@@ -388,7 +437,7 @@ class GuidedDenoisingSampler(Sampler):
                  sigma_min: float = 0.05, seed: int = 0, realism: RealismCondition | None = None,
                  churn: float = 0.0, guidance_until: float = 0.0, solver: str = "euler",
                  labels: torch.Tensor | None = None, cfg_scale: float = 0.0,
-                 context: InpaintContext | None = None, guide_every: int = 1):
+                 context: InpaintContext | None = None, guide_every: int = 1, guide_on: str = "noisy"):
         from .priors import CodeDenoiser, NoPrior
 
         if not 0 < sigma_min < sigma_max:
@@ -405,7 +454,9 @@ class GuidedDenoisingSampler(Sampler):
         super().__init__(space, NoPrior(), condition, control, context=context, seed=seed, realism=realism)
         self.dae, self.sigma_max, self.sigma_min = dae, float(sigma_max), float(sigma_min)
         self.churn, self.guidance_until, self.solver = float(churn), float(guidance_until), solver
-        self.denoise = CodeDenoiser(dae, labels, cfg_scale)  # D(u, σ): the prior's denoised standardised code
+        # D(u, σ): the prior's denoised standardised code, and what the condition says of it at a level
+        self.guidance = LevelGuidance(CodeDenoiser(dae, labels, cfg_scale), dae, space, self.condition_gradient,
+                                      guide_on)
         self.guide_every = guide_every
         self.levels: list[float] = []  # the noise level of each step of the last run
         self.evaluations = 0  # the levels of the last run at which the condition's gradient was taken
@@ -416,9 +467,13 @@ class GuidedDenoisingSampler(Sampler):
                              "(use a MALA-approx preset such as ppgn-h)")
         return (torch.randn(batch, *self.dae.code_shape, generator=self.gen) * self.sigma_max).to(device)
 
+    @property
+    def denoise(self):
+        """D(u, σ): the prior's denoised standardised code (classifier-free guidance included)."""
+        return self.guidance.denoise
+
     def _code_of(self, d: torch.Tensor) -> torch.Tensor:
-        """G's input for a standardised code: in the code's units, clamped to its range."""
-        return self.space.clamp(self.dae.unstandardise(d))
+        return self.guidance.code_of(d)
 
     def denoised_code(self, u: torch.Tensor, sigma: float) -> torch.Tensor:
         """G's input for state u at level σ: the denoised code in the code's units, clamped to its range."""
@@ -427,17 +482,14 @@ class GuidedDenoisingSampler(Sampler):
     def _guided(self, u: torch.Tensor, s: StepSettings, sigma: float):
         """(x, the condition's output, the push g/rms(g), D the prior's own) at level σ: the guided estimate
         is D + ε2·σ·push."""
-        x, out, grad, d = self._evaluate_at_level(u, s, sigma, guide=sigma >= self.guidance_until)
         self.evaluations += 1
-        with torch.no_grad():
-            rms = grad.pow(2).flatten(1).mean(1).sqrt().view(-1, *([1] * (u.dim() - 1)))
-            return x, out, torch.where(rms > 0, grad / rms.clamp_min(1e-30), torch.zeros_like(grad)), d
+        return self.guidance.push(u, s, sigma, guide=sigma >= self.guidance_until)
 
     def _reusing(self, u: torch.Tensor, s: StepSettings, sigma: float, push: torch.Tensor, snapshot: bool):
         """A level between two gradients (``guide_every`` > 1): the prior's D, and x and the condition's
         output (no gradient) only when a snapshot shows them; the push is the last one taken."""
         if snapshot:
-            x, out, _, d = self._evaluate_at_level(u, s, sigma, guide=False)
+            x, out, _, d = self.guidance.read(u, s, sigma, guide=False)
         else:
             with torch.no_grad():
                 x, out, d = None, None, self.denoise(u, sigma)
@@ -506,16 +558,3 @@ class GuidedDenoisingSampler(Sampler):
             if self.solver == "dpmpp2m":
                 return solvers.dpmpp2m(u, sigma, s_next, target, previous)
             return solvers.euler(u, sigma, s_next, target)
-
-    def _evaluate_at_level(self, u: torch.Tensor, s: StepSettings, sigma: float, guide: bool = True):
-        """(x, the condition's output, its gradient wrt u (zeros when not ``guide``), the prior's denoised
-        code): the denoised code is kept from the condition's own pass, not computed again for the step
-        and the snapshot."""
-        denoised: list[torch.Tensor] = []
-
-        def image(uu: torch.Tensor) -> torch.Tensor:
-            denoised.append(self.denoise(uu, sigma))
-            return self.space.to_image(self._code_of(denoised[-1]))
-
-        x, out, grad = self.condition_gradient(u, image, s, need_grad=guide)
-        return x, out, (grad if guide else torch.zeros_like(u)), denoised[-1].detach()

@@ -11,6 +11,10 @@
 #                                                 checkpoints/code_diffusion.safetensors on E's codes of the
 #                                                 carried photos; the compact checkpoint comes back as
 #                                                 $OUT/code_diffusion.safetensors (then: add-prior FILE)
+#   scripts/gpu_train.sh prior-new MINUTES BATCH LR NAME [TRAIN-PRIOR FLAGS...]
+#                                                 a latent diffusion prior from scratch with other settings
+#                                                 (e.g. NAME=wide --channels 192); its compact checkpoint
+#                                                 comes back as $OUT/NAME.safetensors
 #   scripts/gpu_train.sh rh MINUTES BATCH LR      continue the shipped noise-conditional R_h(h, σ)
 #                                                 (assets/code_score_dae.safetensors) on E's codes of the
 #                                                 carried photos; $OUT/rh/ comes back as a run folder
@@ -73,6 +77,18 @@ print(round(load_compact('$OUT/code_diffusion.safetensors')['minutes'] + $minute
     --steps 100000000 --max-minutes "$stop" --ckpt-every 2000 --log-every 200 --out "$work/prior" \
     --resume "$OUT/code_diffusion.safetensors" 2>&1 | tee "$OUT/prior.log" | tail -5
   cp "$work/prior/losses.csv" "$OUT/prior_losses.csv" 2>/dev/null; ls -la "$OUT"
+  exit 0
+fi
+
+if [ "$mode" = prior-new ]; then  # a prior from scratch: the flags after NAME go to train-prior
+  name=$3; shift 3
+  rm -rf "$work/prior_$name" "$OUT/$name.safetensors"
+  timeout $(( ${minutes%.*} * 60 + 300 )) python3 -m ppgn_core train-prior --data "$work/data/train" \
+    --cache "$work/cache_$key" --device "${DEVICE:-cuda}" --threads 8 --batch "$batch" --lr "$lr" \
+    --steps 100000000 --max-minutes "$minutes" --ckpt-every 2000 --log-every 200 --out "$work/prior_$name" \
+    --resume "$OUT/$name.safetensors" "$@" 2>&1 | tee "$OUT/$name.log" | tail -5
+  cp "$work/prior_$name/losses.csv" "$OUT/${name}_losses.csv" 2>/dev/null
+  cp "$work/prior_$name/config.json" "$OUT/${name}_config.json" 2>/dev/null; ls -la "$OUT"
   exit 0
 fi
 
