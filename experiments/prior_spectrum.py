@@ -36,8 +36,7 @@ from class_signal import val_codes  # noqa: E402
 
 from ppgn_core import prior_report  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
-from ppgn_core.priors import CodeDenoiser, noise_levels, sample_codes  # noqa: E402
-from ppgn_core.solvers import dpmpp2m  # noqa: E402
+from ppgn_core.priors import noise_levels, sample_codes  # noqa: E402
 from ppgn_core.training.diffusion import DiffusionConfig, codes_and_labels, ema_network  # noqa: E402
 
 BANDS = ((0, 10), (10, 100), (100, 1000), (1000, 3000), (3000, 5000), (5000, None))
@@ -59,17 +58,6 @@ def linear_denoise(z: torch.Tensor, sigma: float, mean, lam, vec) -> torch.Tenso
     """The Gaussian posterior mean E[u | u + σn = z] under N(mean, Σ), flattened codes."""
     p = (z - mean) @ vec
     return mean + (p * (lam / (lam + sigma ** 2))) @ vec.T
-
-
-@torch.no_grad()
-def codes_from(net, n: int, levels: list[float], seed: int) -> torch.Tensor:
-    """Unconditional codes by DPM-Solver++(2M) over the given noise levels (the last then 0)."""
-    denoise, previous = CodeDenoiser(net, None, 0.0), None
-    u = torch.randn(n, *net.code_shape, generator=torch.Generator().manual_seed(seed)) * levels[0]
-    for i, sigma in enumerate(levels):
-        d = denoise(u, sigma)
-        u, previous = dpmpp2m(u, sigma, levels[i + 1] if i + 1 < len(levels) else 0.0, d, previous), (sigma, d)
-    return net.unstandardise(u)
 
 
 def main() -> None:
@@ -111,7 +99,8 @@ def main() -> None:
     p = (net.standardise(codes).flatten(1) - mean) @ vec
     var = p.var(0)
     warm_levels = noise_levels(5, 80.0, 10.0)[:-1] + noise_levels(args.levels, 10.0, 0.05)
-    p80 = (net.standardise(codes_from(net, args.samples, warm_levels, 0)).flatten(1) - mean) @ vec
+    codes80 = sample_codes(net, args.samples, torch.Generator().manual_seed(0), solver="dpmpp2m", levels=warm_levels)
+    p80 = (net.standardise(codes80).flatten(1) - mean) @ vec
 
     def bands(v: torch.Tensor) -> dict:
         return {f"PC {a + 1}-{b or len(lam)}": round((v[a:b] / lam[a:b].clamp_min(1e-8)).mean().item(), 3)

@@ -154,19 +154,21 @@ class CodeDenoiser:
 @torch.no_grad()
 def sample_codes(dae: nn.Module, n: int, gen: torch.Generator, steps: int = 24, sigma_max: float = 10.0,
                  sigma_min: float = 0.05, device: torch.device | str = "cpu", solver: str = "heun",
-                 labels: torch.Tensor | None = None, cfg_scale: float = 0.0) -> torch.Tensor:
+                 labels: torch.Tensor | None = None, cfg_scale: float = 0.0,
+                 levels: list[float] | None = None) -> torch.Tensor:
     """Codes drawn from a noise-conditional code prior alone (R_h(h, σ) or the latent diffusion prior):
     start from N(0, σ_max²) in standardised units and integrate the probability-flow ODE
     du/dσ = (u − D(u, σ))/σ down to σ_min by Heun's method (Karras et al. 2022) or DPM-Solver++(2M),
     then take the denoised code at σ_min. ``labels`` and ``cfg_scale`` > 0: classifier-free guidance
-    of a class-conditional prior toward those classes. Seeded by ``gen``."""
+    of a class-conditional prior toward those classes. ``levels``: the noise levels to take instead of
+    ``steps`` levels from σ_max to σ_min. Seeded by ``gen``."""
     from .solvers import dpmpp2m, heun
 
     if solver not in ("heun", "dpmpp2m"):
         raise ValueError(f"solver must be heun or dpmpp2m, got {solver!r}")
 
     denoise = CodeDenoiser(dae, labels, cfg_scale)
-    levels = noise_levels(steps, sigma_max, sigma_min)
+    levels = noise_levels(steps, sigma_max, sigma_min) if levels is None else list(levels)
     u = torch.randn(n, *dae.code_shape, generator=gen).to(device) * levels[0]
     previous = None
     for i, s in enumerate(levels):
