@@ -6,7 +6,10 @@ guidance weaker, or off below a noise level (the finest levels the prior's alone
 reusing its direction (``guide_every``), the robust condition over one view instead of two, or fewer
 levels (``--levels``) with a stronger ε2 to keep C's total push, or C's gradient on the denoised code
 (``guide_on``). ``--set realism``: the discriminator D trained beside G as a second expert, log D(real|x)
-at weight 1 or 3 beside C's ε2 = 1, for precision.
+at weight 1 or 3 beside C's ε2 = 1, for precision. ``--set views``: C's gradient over 4 views instead of 2,
+or over 2 blurred views, so that fewer pixel-level patterns please it, for precision. ``--set churn``: the
+stochastic sampler (Karras et al. 2022, Alg. 2: fresh noise raising σ by 20% or 50% before each level but the
+last), which lets later levels correct the denoiser's errors, for precision.
 
 python experiments/ldm_guidance.py --levels 20 --classes 32 --chains 1 --out reports/prior/guidance_choices.json
 python experiments/ldm_guidance.py --set late --levels 30 --classes 32 --out reports/prior/guidance_late.json
@@ -40,6 +43,10 @@ SETTINGS = {
               ("every 3rd level", 1.0, 2.0, 0.0, {"guide_every": 3}),
               ("ε2 1.5 (for fewer levels)", 1.5, 2.0, 0.0),
               ("C's gradient on the denoised code", 1.0, 2.0, 0.0, {"guide_on": "denoised"})],
+    "views": [("robust condition over 4 views", 1.0, 2.0, 0.0, {"robust_k": 4}),
+              ("2 views, each blurred (σ 1 px)", 1.0, 2.0, 0.0, {"robust_blur": 1.0})],
+    "churn": [("the default's guidance", 1.0, 2.0, 0.0), ("churn 0.2", 1.0, 2.0, 0.0, {"churn": 0.2}),
+              ("churn 0.5", 1.0, 2.0, 0.0, {"churn": 0.5})],
     "realism": [("realism (D) 1", 1.0, 2.0, 0.0, {"realism": 1.0}),
                 ("realism (D) 3", 1.0, 2.0, 0.0, {"realism": 3.0})],
 }

@@ -44,9 +44,11 @@ def _one_preset(path: Path) -> tuple[dict, str, dict]:
     return report, name, preset
 
 
-def compare(runs_a: list[Path], runs_b: list[Path], steps_may_differ: bool = False) -> dict:
+def compare(runs_a: list[Path], runs_b: list[Path], steps_may_differ: bool = False,
+            given_names: tuple[str, str] | None = None) -> dict:
     """The sign test over paired samples; ``steps_may_differ``: two samplers that draw from noise over
-    their own numbers of noise levels (each run starts from the same seeded noise for the same sample)."""
+    their own numbers of noise levels (each run starts from the same seeded noise for the same sample).
+    ``given_names``: what to call A and B where the reports cannot tell them apart (one preset, two sets of weights)."""
     if len(runs_a) != len(runs_b) or not runs_a:
         raise ValueError("give as many runs of A as of B (one pair per seed)")
     rows, total = [], {"a": 0, "b": 0, "only_a": 0, "only_b": 0, "n": 0}
@@ -72,6 +74,8 @@ def compare(runs_a: list[Path], runs_b: list[Path], steps_may_differ: bool = Fal
         raise ValueError(f"the runs are not of one pair of presets: {sorted(names)}")
     total["p"] = sign_test(total["only_a"], total["only_b"])
     (na, nb), = names
+    if given_names is not None:
+        na, nb = given_names[0] + f" ({na})", given_names[1] + f" ({nb})"
     return {"a": na, "b": nb, "classes": ra["classes"], "chains_per_class": ra["chains_per_class"],
             "steps": ra["steps"] if ra["steps"] == rb["steps"] else f"{ra['steps']} (A), {rb['steps']} (B)",
             "metric": "robust (down2) judge top-1, per sample", "per_seed": rows,
@@ -96,8 +100,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     ap.add_argument("--steps-may-differ", action="store_true",
                     help="guided denoising presets at their own numbers of noise levels (same starting noise)")
+    ap.add_argument("--names", nargs=2, metavar=("A", "B"),
+                    help="what to call A and B (e.g. two sets of weights under one preset's name)")
     args = ap.parse_args()
-    result = compare(args.a, args.b, args.steps_may_differ)
+    result = compare(args.a, args.b, args.steps_may_differ, args.names)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     args.out.with_suffix(".md").write_text(markdown(result))

@@ -227,7 +227,7 @@ def test_paired_sign_test_over_seeds(tmp_path):
     assert abs(mod.sign_test(10, 0) - mod.sign_test(0, 10)) < 1e-12
 
     def report(name, seed, hits, classes=("a", "b")):
-        d = tmp_path / f"{name}_{seed}_{''.join(classes)}"
+        d = tmp_path / f"{name}_{seed}_{''.join(classes)}_{len(list(tmp_path.iterdir()))}"
         d.mkdir()
         (d / "evaluation.json").write_text(json.dumps(
             {"classes": list(classes), "chains_per_class": 2, "steps": 60, "seed": seed,
@@ -249,6 +249,8 @@ def test_paired_sign_test_over_seeds(tmp_path):
     data["presets"]["joint"]["settings"] = {"p_target": 0.999, "at_target": "stop"}
     (tuned / "evaluation.json").write_text(json.dumps(data))
     assert mod.compare([tuned], [a[0]])["a"] == "joint (at_target=stop, p_target=0.999)"
+    named = mod.compare([a[0]], [report("joint", 0, [0, 0, 1, 1], classes=("a", "b"))], given_names=("new", "old"))
+    assert (named["a"], named["b"]) == ("new (joint)", "old (joint)")  # one preset, two sets of weights
 
 
 def test_tuning_picks_the_best_robust_setting_that_does_not_game_the_transform():
