@@ -268,11 +268,21 @@ def make_prior(preset: Preset, bundle: ModelBundle) -> Prior:
     raise ValueError(f"unknown prior {kind!r}")
 
 
+#: Fields of a guided denoising preset that a run may change beside its step settings (``evaluate --churn``)
+GUIDED_OVERRIDES = ("churn",)
+
+
 def build_sampler(preset: Preset | str, bundle: ModelBundle, condition: Condition, seed: int = 0,
                   context: InpaintContext | None = None, control: Control | None = None,
                   **overrides) -> Sampler:
-    """Plug a preset's space and prior, the bundle's networks and a condition into a Sampler."""
+    """Plug a preset's space and prior, the bundle's networks and a condition into a Sampler. ``overrides``:
+    step settings, and for a guided denoising preset the fields in ``GUIDED_OVERRIDES``."""
     p = get_preset(preset) if isinstance(preset, str) else preset
+    fields = {k: overrides.pop(k) for k in GUIDED_OVERRIDES if k in overrides}
+    if fields:
+        if p.sampler != "guided":
+            raise ValueError(f"{', '.join(fields)} applies to guided denoising presets, not to {p.name}")
+        p = replace(p, **fields)
     if control is None:
         control = Control(p.settings(**overrides))
     space = make_space(p, bundle)

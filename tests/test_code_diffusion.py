@@ -281,6 +281,18 @@ def test_presets_on_the_diffusion_prior_take_the_class_and_steer_units():
     assert s.denoise.cfg_scale == get_preset("ldm-ppgn-h").cfg_scale > 0
 
 
+def test_a_run_can_make_guided_denoising_stochastic_and_only_guided_denoising():
+    """evaluate --churn: the override reaches the sampler and changes what it draws; a MALA preset refuses it."""
+    bundle = tiny_bundle()
+    cond = ClassCondition(bundle.classifier, [4, 9])
+    plain, churned = (build_sampler("ldm-ppgn-h", bundle, cond, seed=1, **extra) for extra in ({}, {"churn": 0.5}))
+    assert (plain.churn, churned.churn) == (get_preset("ldm-ppgn-h").churn, 0.5)
+    a, b = (list(s.run(s.init(2), 4))[-1].z for s in (plain, churned))
+    assert torch.isfinite(b).all() and not torch.equal(a, b)
+    with pytest.raises(ValueError, match="guided denoising"):
+        build_sampler("ppgn-h", bundle, cond, churn=0.5)
+
+
 def test_the_diffusion_prior_inpaints_keeping_the_observed_pixels_and_following_them():
     from ppgn_core.conditions import InpaintContext
     from ppgn_core.inpaint import run_inpaint

@@ -32,6 +32,9 @@ def add_parsers(sub) -> dict:
     p.add_argument("--eps1-end", type=float, default=None,
                    help="the learned h priors' ε1 goes linearly to this by the last step (default: constant)")
     _add_condition_options(p)
+    p.add_argument("--churn", type=float, default=None,
+                   help="guided denoising presets: fresh noise raising σ by this fraction before each level but the "
+                        "last (0 = the deterministic ODE; default: the preset's)")
     p.add_argument("--recon-per-class", type=int, default=2, choices=[0, 1, 2],
                    help="val photos per class for the reconstructions G(E(x)) (1,000-class set; 0: none)")
     p.add_argument("--inpaint", type=int, default=0, help="also evaluate inpainting on this many val photos")
@@ -86,6 +89,8 @@ def _run_evaluate(args) -> int:
         if get_preset(p).prior in LEARNED_H_PRIORS:
             o.update({k: v for k, v in (("eps1", args.eps1), ("eps1_end", args.eps1_end)) if v is not None})
         o.update(_condition_overrides(args))
+        if args.churn is not None and get_preset(p).sampler == "guided":
+            o.update(churn=args.churn)
         overrides[p] = o
     inpaint, inpaint_steps = (1, 2) if args.quick else (args.inpaint, steps)
     evaluate(bundle, Path(args.out), presets, classes, chains, steps, args.seed, device, real_classes=real_classes,
