@@ -10,27 +10,16 @@ python experiments/cycle_probe.py --classes 64 --out reports/prior/cycle_probe.j
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ppgn_core.conditions import ClassCondition  # noqa: E402
+from ppgn_core.evaluate import run_preset_on_classes  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
-from ppgn_core.presets import build_sampler, get_preset  # noqa: E402
+from ppgn_core.presets import get_preset, make_space  # noqa: E402
 from ppgn_core.prior_report import _judge_and_reference, _judged, tuning_classes  # noqa: E402
-
-
-def final_codes(bundle, preset, classes: list[int], seed: int, batch: int = 8) -> torch.Tensor:
-    """The preset's final code for one chain a class, seeded as the evaluation seeds its batches."""
-    codes = []
-    for k, lo in enumerate(range(0, len(classes), batch)):
-        targets = torch.tensor(classes[lo:lo + batch])
-        sampler = build_sampler(preset, bundle, ClassCondition(bundle.classifier, targets), seed=seed * 1000 + k)
-        codes.append(list(sampler.run(sampler.init(len(targets)), preset.steps, preset.steps))[-1].z)
-    return torch.cat(codes)
 
 
 def main() -> None:
@@ -45,22 +34,20 @@ def main() -> None:
     judge, reference = _judge_and_reference("cpu")
     classes = tuning_classes(args.classes)
     preset = get_preset("ldm-ppgn-h")
-    t0 = time.time()
-    with torch.enable_grad():
-        h = final_codes(bundle, preset, classes, args.seed)
-    seconds = time.time() - t0
-    space = build_sampler(preset, bundle, ClassCondition(bundle.classifier, torch.tensor(classes[:1]))).space
-    targets = torch.tensor(classes)
-    rows = {}
+    with torch.enable_grad():  # the run's images are G(h) of its final codes h
+        run = run_preset_on_classes(bundle, preset, classes, 1, preset.steps, args.seed, preset.steps)
+    space = make_space(preset, bundle)
+    images, rows = run.images, {}
     for k in range(args.cycles + 1):
-        images = torch.cat([space.to_image(h[i:i + 16]) for i in range(0, len(h), 16)])
-        rows[f"G((E∘G)^{k}(h))"] = _judged(judge, reference, images, targets)
+        if k:
+            codes = space.clamp(torch.cat([space.encode(images[i:i + 16]) for i in range(0, len(images), 16)]))
+            images = torch.cat([space.to_image(codes[i:i + 16]) for i in range(0, len(codes), 16)])
+        rows[f"G((E∘G)^{k}(h))"] = _judged(judge, reference, images, run.targets)
         print(k, json.dumps(rows[f"G((E∘G)^{k}(h))"]), flush=True)
-        h = space.clamp(torch.cat([space.encode(images[i:i + 16]) for i in range(0, len(images), 16)]))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"preset": preset.name, "levels": preset.steps, "classes": classes, "chains": 1,
-                               "seed": args.seed, "sampling_seconds": round(seconds, 1),
+                               "seed": args.seed, "sampling_seconds": round(run.seconds, 1),
                                "held_out": "tuning_classes (seed 7): in neither evaluation set", "rows": rows},
                               indent=2))
 

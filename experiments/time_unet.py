@@ -10,14 +10,15 @@ python experiments/time_unet.py --out reports/prior/time_unet.json
 import argparse
 import copy
 import json
+import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ppgn_core.bench import run_times_ms  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
 
 
@@ -32,16 +33,8 @@ def timed(net, u: torch.Tensor, label: torch.Tensor, repeats: int) -> dict:
         with torch.no_grad():
             return net.guided_denoise(u, 3.0, label, 2.0)
 
-    out = {}
-    for name, fn in (("forward_backward_ms", forward_backward), ("forward_ms", forward)):
-        for _ in range(5):
-            fn()
-        runs = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            runs.append((time.perf_counter() - t) * 1000)
-        out[name] = round(sorted(runs)[len(runs) // 2], 2)
+    out = {name: round(statistics.median(run_times_ms(fn, repeats, warmup=5)), 2)
+           for name, fn in (("forward_backward_ms", forward_backward), ("forward_ms", forward))}
     out["_result"] = forward_backward()
     return out
 

@@ -41,6 +41,19 @@ def time_steps(bundle: ModelBundle, preset: str, chains: int, steps: int, repeat
             "max_ms": round(max(runs), 1), "runs": len(runs), "steps_per_run": steps}
 
 
+def run_times_ms(fn, repeats: int, warmup: int = 3) -> list[float]:
+    """Milliseconds of each of ``repeats`` calls of ``fn``, after ``warmup`` calls (oneDNN picks and caches
+    its kernels per shape)."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1000)
+    return ts
+
+
 def time_floor(bundle: ModelBundle, chains: int, repeats: int, device: str) -> dict:
     """The passes a joint-prior step cannot avoid: G forward/backward with C forward/backward
     (the condition gradient), and E forward on that image (the prior E(G(h)))."""
@@ -65,13 +78,7 @@ def time_floor(bundle: ModelBundle, chains: int, repeats: int, device: str) -> d
 
     for name, fn in (("condition_G_C_fwd_bwd", cond_pass), ("prior_E_fwd", prior_pass),
                      ("C_fwd_bwd_only", c_only)):
-        for _ in range(3):  # warm-up: oneDNN picks and caches its kernels per shape
-            fn()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append((time.perf_counter() - t0) * 1000)
+        ts = run_times_ms(fn, repeats)
         out[name] = {"median_ms": round(statistics.median(ts), 1), "min_ms": round(min(ts), 1),
                      "max_ms": round(max(ts), 1)}
     out["floor_joint_step_ms"] = round(out["condition_G_C_fwd_bwd"]["median_ms"]
