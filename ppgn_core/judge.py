@@ -176,12 +176,14 @@ def precision_recall(samples: torch.Tensor, reference: torch.Tensor, k: int = PR
 
     precision: share of samples inside the real manifold (the union of balls around each real
     feature reaching its k-th nearest real neighbour); recall: share of real features inside the
-    samples' manifold (same construction). Recall needs more than k samples.
+    samples' manifold (same construction). Recall needs more than k samples. ``_inside`` holds
+    each sample's membership (a bool tensor; private: for paired tests, dropped before JSON).
     """
     samples, reference = samples.float(), reference.float()
     radii = knn_radii(reference, k) if reference_radii is None else reference_radii
-    out = {"precision": float(_inside(samples, reference, radii).float().mean()), "k": k,
-           "n_samples": len(samples), "n_reference": len(reference)}
+    inside = _inside(samples, reference, radii)
+    out = {"precision": float(inside.float().mean()), "k": k, "n_samples": len(samples),
+           "n_reference": len(reference), "_inside": inside}
     out["recall"] = float(_inside(reference, samples, knn_radii(samples, k)).float().mean()) \
         if len(samples) > k else float("nan")
     return out
@@ -248,7 +250,8 @@ def real_reference(judge: RobustJudge, max_classes: int | None = None, cache_dir
         x = to_float(held_images)
         logits = judge.transformed_logits(x, seed)
         held = {"ceiling": accuracy_table(logits, held_labels),
-                "heldout_pr": precision_recall(logits["features"], ref["features"], reference_radii=ref["radii"]),
+                "heldout_pr": strip_private(precision_recall(logits["features"], ref["features"],
+                                                              reference_radii=ref["radii"])),
                 "heldout_saturation": saturation(x)}
         torch.save(held, held_path)
     n_classes = len(ref["labels"].unique())

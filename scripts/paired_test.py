@@ -51,7 +51,7 @@ def compare(runs_a: list[Path], runs_b: list[Path], steps_may_differ: bool = Fal
     ``given_names``: what to call A and B where the reports cannot tell them apart (one preset, two sets of weights)."""
     if len(runs_a) != len(runs_b) or not runs_a:
         raise ValueError("give as many runs of A as of B (one pair per seed)")
-    rows, total = [], {"a": 0, "b": 0, "only_a": 0, "only_b": 0, "n": 0}
+    rows, inside_rows, total = [], [], {"a": 0, "b": 0, "only_a": 0, "only_b": 0, "n": 0}
     names = set()
     for pa, pb in zip(runs_a, runs_b):
         ra, na, a = _one_preset(pa)
@@ -60,37 +60,60 @@ def compare(runs_a: list[Path], runs_b: list[Path], steps_may_differ: bool = Fal
         diff = [d for d in protocol_differences(ra, rb) if not (steps_may_differ and d == "steps")]
         if diff:
             raise ValueError(f"{pa} and {pb} differ in {', '.join(diff)}: their samples are not paired")
-        ha, hb = a["per_sample_robust_top1"], b["per_sample_robust_top1"]
-        if len(ha) != len(hb):
+        if len(a["per_sample_robust_top1"]) != len(b["per_sample_robust_top1"]):
             raise ValueError(f"{pa} and {pb} hold different numbers of samples")
-        row = {"seed": ra["seed"], "n": len(ha), "a": sum(ha), "b": sum(hb),
-               "only_a": sum(1 for x, y in zip(ha, hb) if x and not y),
-               "only_b": sum(1 for x, y in zip(ha, hb) if y and not x)}
-        row["p"] = sign_test(row["only_a"], row["only_b"])
+        row = _paired_row(ra["seed"], a["per_sample_robust_top1"], b["per_sample_robust_top1"])
         rows.append(row)
         for k in total:
             total[k] += row[k]
+        if "per_sample_in_manifold" in a and "per_sample_in_manifold" in b:
+            inside_rows.append(_paired_row(ra["seed"], a["per_sample_in_manifold"], b["per_sample_in_manifold"]))
     if len(names) != 1:
         raise ValueError(f"the runs are not of one pair of presets: {sorted(names)}")
     total["p"] = sign_test(total["only_a"], total["only_b"])
     (na, nb), = names
     if given_names is not None:
         na, nb = given_names[0] + f" ({na})", given_names[1] + f" ({nb})"
-    return {"a": na, "b": nb, "classes": ra["classes"], "chains_per_class": ra["chains_per_class"],
-            "steps": ra["steps"] if ra["steps"] == rb["steps"] else f"{ra['steps']} (A), {rb['steps']} (B)",
-            "metric": "robust (down2) judge top-1, per sample", "per_seed": rows,
-            "total": total}
+    result = {"a": na, "b": nb, "classes": ra["classes"], "chains_per_class": ra["chains_per_class"],
+              "steps": ra["steps"] if ra["steps"] == rb["steps"] else f"{ra['steps']} (A), {rb['steps']} (B)",
+              "metric": "robust (down2) judge top-1, per sample", "per_seed": rows,
+              "total": total}
+    if inside_rows and len(inside_rows) == len(rows):  # every pair recorded its samples' manifold membership
+        inside_total = {k: sum(r[k] for r in inside_rows) for k in ("a", "b", "only_a", "only_b", "n")}
+        inside_total["p"] = sign_test(inside_total["only_a"], inside_total["only_b"])
+        result["precision"] = {"metric": "inside the real photos' manifold in the judge's features, per sample",
+                               "per_seed": inside_rows, "total": inside_total}
+    return result
+
+
+def _paired_row(seed, hits_a: list[int], hits_b: list[int]) -> dict:
+    row = {"seed": seed, "n": len(hits_a), "a": sum(hits_a), "b": sum(hits_b),
+           "only_a": sum(1 for x, y in zip(hits_a, hits_b) if x and not y),
+           "only_b": sum(1 for x, y in zip(hits_a, hits_b) if y and not x)}
+    row["p"] = sign_test(row["only_a"], row["only_b"])
+    return row
 
 
 def markdown(result: dict) -> str:
     a, b = result["a"], result["b"]
     lines = [f"# {a} vs {b}: robust top-1, paired by sample, sign test", "",
-             f"{len(result['classes'])} classes × {result['chains_per_class']} chains × {result['steps']} steps per seed.", "",
-             f"| seed | samples | {a} hits | {b} hits | only {a} | only {b} | sign test p |", "|---|---|---|---|---|---|---|"]
-    for r in [*result["per_seed"], {**result["total"], "seed": "all"}]:
+             f"{len(result['classes'])} classes × {result['chains_per_class']} chains × {result['steps']} steps "
+             "per seed.", ""]
+    lines += _table(result["per_seed"], result["total"], a, b, "hits")
+    if "precision" in result:
+        lines += ["", "Precision, paired by sample: whether each sample lies inside the real photos' manifold in the "
+                  "judge's features.", ""]
+        lines += _table(result["precision"]["per_seed"], result["precision"]["total"], a, b, "inside")
+    return "\n".join(lines) + "\n"
+
+
+def _table(rows: list[dict], total: dict, a: str, b: str, what: str) -> list[str]:
+    lines = [f"| seed | samples | {a} {what} | {b} {what} | only {a} | only {b} | sign test p |",
+             "|---|---|---|---|---|---|---|"]
+    for r in [*rows, {**total, "seed": "all"}]:
         lines.append(f"| {r['seed']} | {r['n']} | {r['a']} ({r['a'] / r['n']:.1%}) | {r['b']} ({r['b'] / r['n']:.1%}) "
                      f"| {r['only_a']} | {r['only_b']} | {r['p']:.4f} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ judge's verdict plain and after 2× down-and-up sampling (HIT = the judge's top-
 
 python scripts/robust_sheets.py --robust-k 2 --out reports/sheets/robust_vs_plain.png
 python scripts/robust_sheets.py --classes 20 --variants robust --out reports/sheets/default_20_classes.png
-python scripts/robust_sheets.py --classes 20 --columns guided-ppgn-h:2 ldm-ppgn-h:2 --out reports/sheets/ldm_vs_guided.png
+python scripts/robust_sheets.py --classes 20 --columns guided-ppgn-h:2 ldm-ppgn-h:1 --out reports/sheets/ldm_vs_guided.png
 """
 
 import argparse

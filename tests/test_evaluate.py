@@ -112,6 +112,8 @@ def test_evaluate_quick_end_to_end(tmp_path):
         assert r["n"] == 4 and 0 <= r["judge_top1"] <= r["judge_top5"] <= 1
         assert r["mixing"]["modes_per_chain"] >= 1 and r["mixing"]["dist_1_steps"] > 0
         assert r["feature_spread"] > 0
+        inside = r["per_sample_in_manifold"]  # what precision counts, per sample, for paired tests
+        assert len(inside) == r["n"] and set(inside) <= {0, 1} and abs(sum(inside) / r["n"] - r["precision"]) < 1e-6
     assert 0 < rep["real_val"]["judge_top1"] <= 1
     assert set(rep["inpainting"]) >= {"ppgn", "ppgn_context", "telea"}
     assert all(r["psnr_db"] > 0 for k, r in rep["inpainting"].items() if isinstance(r, dict))
@@ -251,6 +253,32 @@ def test_paired_sign_test_over_seeds(tmp_path):
     assert mod.compare([tuned], [a[0]])["a"] == "joint (at_target=stop, p_target=0.999)"
     named = mod.compare([a[0]], [report("joint", 0, [0, 0, 1, 1], classes=("a", "b"))], given_names=("new", "old"))
     assert (named["a"], named["b"]) == ("new (joint)", "old (joint)")  # one preset, two sets of weights
+    assert "precision" not in result  # the reports hold no per-sample manifold membership
+
+
+def test_paired_test_also_pairs_precision_where_the_reports_hold_membership(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("paired_test", Path("scripts/paired_test.py").resolve())
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def report(name, seed, hits, inside):
+        d = tmp_path / f"{name}_{seed}"
+        d.mkdir()
+        (d / "evaluation.json").write_text(json.dumps(
+            {"classes": ["a", "b"], "chains_per_class": 2, "steps": 30, "seed": seed,
+             "presets": {name: {"per_sample_robust_top1": hits, "per_sample_in_manifold": inside}}}))
+        return d
+
+    a = [report("one", 0, [1, 0, 1, 0], [1, 1, 1, 0]), report("one", 1, [1, 1, 0, 0], [1, 1, 1, 1])]
+    b = [report("two", 0, [1, 1, 1, 0], [0, 0, 1, 0]), report("two", 1, [1, 1, 0, 0], [1, 0, 0, 0])]
+    result = mod.compare(a, b)
+    assert result["total"]["only_b"] == 1 and result["total"]["only_a"] == 0
+    assert result["precision"]["total"] == {"a": 7, "b": 2, "only_a": 5, "only_b": 0, "n": 8, "p": mod.sign_test(5, 0)}
+    md = mod.markdown(result)
+    assert "Precision, paired by sample" in md and "| all | 8 | 7 (87.5%) | 2 (25.0%) | 5 | 0 |" in md
 
 
 def test_tuning_picks_the_best_robust_setting_that_does_not_game_the_transform():

@@ -55,7 +55,8 @@ def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], 
 def judge_summary(judge: Judge, run: PresetRun, logits: torch.Tensor | None = None,
                   reference: RealReference | None = None) -> dict:
     """The judge's figures on a run's final samples; with a real ``reference``, also the robust
-    judge's report (``robust``; headline ``robust_top1``, ``precision``) and per-sample robust hits;
+    judge's report (``robust``; headline ``robust_top1``, ``precision``), per-sample robust hits and
+    membership of the real photos' manifold (what precision counts);
     ``_features`` holds the judge's pooled features of the samples (dropped before JSON)."""
     extra: dict = {}
     if reference is not None:
@@ -63,7 +64,8 @@ def judge_summary(judge: Judge, run: PresetRun, logits: torch.Tensor | None = No
         logits = rob["_logits"]["plain"]
         extra = {"robust": strip_private(rob), "robust_top1": rob["robust_top1"], "robust_top5": rob["robust_top5"],
                  "precision": rob["precision"], "recall": rob["recall"],
-                 "per_sample_robust_top1": per_sample(rob, run.targets), "_features": rob["_logits"]["features"]}
+                 "per_sample_robust_top1": per_sample(rob, run.targets),
+                 "per_sample_in_manifold": rob["_inside"].int().tolist(), "_features": rob["_logits"]["features"]}
     h = judge.hits(run.images, run.targets, logits)
     return extra | {"preset": run.preset, "n": int(len(run.targets)), "judge_top1": float(h["top1"].float().mean()),
             "judge_top5": float(h["top5"].float().mean()),
