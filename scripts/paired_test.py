@@ -5,6 +5,8 @@ must share the protocol that ``merge_evaluations.py`` asks for (``ppgn_core.eval
 classes, chains, steps, seed, batch, networks), so sample i of one run has the same class, chain
 index and starting point as sample i of the other. Per sample, the robust (down2) top-1 hit of A and of B; the sign test
 counts the samples that only A hits against those only B hits (exact two-sided binomial, p = 1/2).
+Where both reports hold each sample's membership of the real photos' manifold (``per_sample_in_manifold``,
+which ``evaluate`` writes), precision is paired and tested the same way.
 
     python scripts/paired_test.py --a reports/paper20_s0_joint reports/paper20_s1_joint … \
         --b reports/paper20_s0_dgn reports/paper20_s1_dgn … --out reports/paired_paper20
