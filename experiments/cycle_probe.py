@@ -39,9 +39,9 @@ def main() -> None:
     space = make_space(preset, bundle)
     images, rows = run.images, {}
     for k in range(args.cycles + 1):
-        if k:
-            codes = space.clamp(torch.cat([space.encode(images[i:i + 16]) for i in range(0, len(images), 16)]))
-            images = torch.cat([space.to_image(codes[i:i + 16]) for i in range(0, len(codes), 16)])
+        if k:  # one more pass through E and G, 16 images at a time
+            images = torch.cat([space.to_image(space.clamp(space.encode(images[i:i + 16])))
+                                for i in range(0, len(images), 16)])
         rows[f"G((E∘G)^{k}(h))"] = _judged(judge, reference, images, run.targets)
         print(k, json.dumps(rows[f"G((E∘G)^{k}(h))"]), flush=True)
     out = Path(args.out)

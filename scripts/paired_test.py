@@ -53,7 +53,7 @@ def compare(runs_a: list[Path], runs_b: list[Path], steps_may_differ: bool = Fal
     ``given_names``: what to call A and B where the reports cannot tell them apart (one preset, two sets of weights)."""
     if len(runs_a) != len(runs_b) or not runs_a:
         raise ValueError("give as many runs of A as of B (one pair per seed)")
-    rows, inside_rows, total = [], [], {"a": 0, "b": 0, "only_a": 0, "only_b": 0, "n": 0}
+    rows, inside_rows = [], []
     names = set()
     for pa, pb in zip(runs_a, runs_b):
         ra, na, a = _one_preset(pa)
@@ -64,28 +64,28 @@ def compare(runs_a: list[Path], runs_b: list[Path], steps_may_differ: bool = Fal
             raise ValueError(f"{pa} and {pb} differ in {', '.join(diff)}: their samples are not paired")
         if len(a["per_sample_robust_top1"]) != len(b["per_sample_robust_top1"]):
             raise ValueError(f"{pa} and {pb} hold different numbers of samples")
-        row = _paired_row(ra["seed"], a["per_sample_robust_top1"], b["per_sample_robust_top1"])
-        rows.append(row)
-        for k in total:
-            total[k] += row[k]
+        rows.append(_paired_row(ra["seed"], a["per_sample_robust_top1"], b["per_sample_robust_top1"]))
         if "per_sample_in_manifold" in a and "per_sample_in_manifold" in b:
             inside_rows.append(_paired_row(ra["seed"], a["per_sample_in_manifold"], b["per_sample_in_manifold"]))
     if len(names) != 1:
         raise ValueError(f"the runs are not of one pair of presets: {sorted(names)}")
-    total["p"] = sign_test(total["only_a"], total["only_b"])
     (na, nb), = names
     if given_names is not None:
         na, nb = given_names[0] + f" ({na})", given_names[1] + f" ({nb})"
     result = {"a": na, "b": nb, "classes": ra["classes"], "chains_per_class": ra["chains_per_class"],
               "steps": ra["steps"] if ra["steps"] == rb["steps"] else f"{ra['steps']} (A), {rb['steps']} (B)",
               "metric": "robust (down2) judge top-1, per sample", "per_seed": rows,
-              "total": total}
+              "total": _total(rows)}
     if inside_rows and len(inside_rows) == len(rows):  # every pair recorded its samples' manifold membership
-        inside_total = {k: sum(r[k] for r in inside_rows) for k in ("a", "b", "only_a", "only_b", "n")}
-        inside_total["p"] = sign_test(inside_total["only_a"], inside_total["only_b"])
         result["precision"] = {"metric": "inside the real photos' manifold in the judge's features, per sample",
-                               "per_seed": inside_rows, "total": inside_total}
+                               "per_seed": inside_rows, "total": _total(inside_rows)}
     return result
+
+
+def _total(rows: list[dict]) -> dict:
+    total = {k: sum(r[k] for r in rows) for k in ("a", "b", "only_a", "only_b", "n")}
+    total["p"] = sign_test(total["only_a"], total["only_b"])
+    return total
 
 
 def _paired_row(seed, hits_a: list[int], hits_b: list[int]) -> dict:
