@@ -9,7 +9,10 @@ levels (``--levels``) with a stronger ε2 to keep C's total push, or C's gradien
 at weight 1 or 3 beside C's ε2 = 1, for precision. ``--set views``: C's gradient over 4 views instead of 2,
 or over 2 blurred views, so that fewer pixel-level patterns please it, for precision. ``--set churn``: the
 stochastic sampler (Karras et al. 2022, Alg. 2: fresh noise raising σ by 20% or 50% before each level but the
-last), which lets later levels correct the denoiser's errors, for precision.
+last), which lets later levels correct the denoiser's errors, for precision. ``--set interval``: the prior's
+classifier-free guidance only at middle noise levels (Kynkäänniemi et al. 2024; σ in (0.28, 5.42], their
+interval for EDM2 in the same standardised units), the conditional prior alone elsewhere: one pass of the
+prior instead of two at the levels outside it.
 
 python experiments/ldm_guidance.py --levels 20 --classes 32 --chains 1 --out reports/prior/guidance_choices.json
 python experiments/ldm_guidance.py --set late --levels 30 --classes 32 --out reports/prior/guidance_late.json
@@ -49,6 +52,9 @@ SETTINGS = {
               ("churn 0.5", 1.0, 2.0, 0.0, {"churn": 0.5})],
     "realism": [("realism (D) 1", 1.0, 2.0, 0.0, {"realism": 1.0}),
                 ("realism (D) 3", 1.0, 2.0, 0.0, {"realism": 3.0})],
+    "interval": [("the default's guidance", 1.0, 2.0, 0.0),
+                 ("w 2 for σ in (0.28, 5.42]", 1.0, 2.0, 0.0, {"cfg_interval": (0.28, 5.42)}),
+                 ("w 3 for σ in (0.28, 5.42]", 1.0, 3.0, 0.0, {"cfg_interval": (0.28, 5.42)})],
 }
 
 

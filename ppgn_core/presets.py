@@ -47,6 +47,7 @@ class Preset:
     code_prior: str = "score_dae"  # "guided": R_h(h, σ) ("score_dae") or the latent diffusion prior ("code_diffusion")
     solver: str = "euler"  # "guided": euler | heun | dpmpp2m
     cfg_scale: float = 0.0  # "guided" on the diffusion prior: classifier-free guidance toward the class (0: p(h))
+    cfg_interval: tuple[float, float] | None = None  # … only at levels lo < σ ≤ hi (outside: the conditional prior)
     steps: int = 60  # the steps (noise levels, for "guided") a run takes unless told otherwise
     note: str = ""
 
@@ -86,6 +87,8 @@ class Preset:
             if self.code_prior == "code_diffusion":
                 step += f", latent diffusion prior, {self.solver} solver"
                 step += f", classifier-free guidance {self.cfg_scale:g}" if self.cfg_scale > 0 else ""
+                if self.cfg_scale > 0 and self.cfg_interval is not None:
+                    step += f" for σ in ({self.cfg_interval[0]:g}, {self.cfg_interval[1]:g}]"
         elif self.step_form == "eq5":
             step = "Eq. 5 as written (no step size)"
         else:
@@ -300,7 +303,7 @@ def build_sampler(preset: Preset | str, bundle: ModelBundle, condition: Conditio
         return GuidedDenoisingSampler(space, _score_dae(p, bundle), condition, control, p.sigma_start, p.sigma_end,
                                       seed=seed, realism=realism, churn=p.churn, guidance_until=p.guidance_until,
                                       solver=p.solver, labels=labels, cfg_scale=p.cfg_scale, context=context,
-                                      guide_every=p.guide_every, guide_on=p.guide_on)
+                                      guide_every=p.guide_every, guide_on=p.guide_on, cfg_interval=p.cfg_interval)
     if p.sampler != "mala":
         raise ValueError(f"unknown sampler {p.sampler!r}: mala or guided")
     max_abs = None

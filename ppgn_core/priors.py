@@ -130,15 +130,29 @@ class CodeDenoiser:
     """D(u, σ), the denoised standardised code of a noise-conditional code prior (R_h(h, σ) or the latent
     diffusion prior); with ``labels`` and ``cfg_scale`` w > 0, classifier-free guided toward those classes,
     D_∅ + w·(D_y − D_∅) (a class-conditional prior only). ``labels``: one class per code, or k classes
-    repeated over a multiple of k codes (chains of several classes); w = 0 is the unconditional prior."""
+    repeated over a multiple of k codes (chains of several classes); w = 0 is the unconditional prior.
+    ``cfg_interval`` (lo, hi): w applies only at levels lo < σ ≤ hi; outside them D = D_y, the conditional
+    prior in one pass (Kynkäänniemi et al. 2024, guidance in a limited interval)."""
 
-    def __init__(self, dae: nn.Module, labels: torch.Tensor | None = None, cfg_scale: float = 0.0):
+    def __init__(self, dae: nn.Module, labels: torch.Tensor | None = None, cfg_scale: float = 0.0,
+                 cfg_interval: tuple[float, float] | None = None):
         if not (math.isfinite(cfg_scale) and 0 <= cfg_scale <= 20):
             raise ValueError(f"the classifier-free guidance scale must lie in 0..20, got {cfg_scale!r}")
         if labels is not None and cfg_scale > 0 and not hasattr(dae, "guided_denoise"):
             raise ValueError("classifier-free guidance needs a class-conditional prior (the code diffusion prior)")
-        self.dae, self.cfg_scale = dae, float(cfg_scale)
+        if cfg_interval is not None:
+            lo, hi = (float(v) for v in cfg_interval)
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
+                raise ValueError(f"the guidance interval must be (lo, hi) with 0 ≤ lo < hi, got {cfg_interval!r}")
+            cfg_interval = (lo, hi)
+        self.dae, self.cfg_scale, self.cfg_interval = dae, float(cfg_scale), cfg_interval
         self.labels = None if labels is None or cfg_scale == 0 else torch.as_tensor(labels, dtype=torch.long).view(-1)
+
+    def scale_at(self, sigma: float) -> float:
+        """The classifier-free guidance scale w at level σ (1 outside the guidance interval)."""
+        if self.cfg_interval is None or self.cfg_interval[0] < float(sigma) <= self.cfg_interval[1]:
+            return self.cfg_scale
+        return 1.0
 
     def __call__(self, u: torch.Tensor, sigma: float) -> torch.Tensor:
         if self.labels is None:
@@ -148,7 +162,7 @@ class CodeDenoiser:
             if u.shape[0] % y.numel():
                 raise ValueError(f"{y.numel()} class labels for {u.shape[0]} codes")
             y = y.repeat(u.shape[0] // y.numel())
-        return self.dae.guided_denoise(u, sigma, y, self.cfg_scale)
+        return self.dae.guided_denoise(u, sigma, y, self.scale_at(sigma))
 
 
 @torch.no_grad()

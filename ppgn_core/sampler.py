@@ -410,12 +410,12 @@ class GuidedDenoisingSampler(Sampler):
     denoised estimate). The prior is R_h(h, σ) or the latent diffusion prior D(h; σ, y). The state u is
     the standardised code plus noise of level σ; the chain's ``steps`` are noise levels σ_max → σ_min.
     At each: D = the prior's denoised code (with ``labels`` and ``cfg_scale`` w > 0 for a class-conditional
-    prior: D_∅ + w·(D_y − D_∅)), the image x = G(D), the condition's gradient
-    g = ∂(ε2·log p(y|x))/∂u (robust views, jitter, stopping gate and realism as in MALA-approx), the
-    guided estimate D' = D + ε2·σ·g/rms(g), and a step of the probability-flow ODE du/dσ = (u − D')/σ by
-    ``solver`` (:mod:`ppgn_core.solvers`: euler, heun with 2·steps − 1 evaluations, dpmpp2m). Most of each
-    image comes from the prior's own density
-    of codes; the condition only steers it, by at most ε2·σ per element at level σ. Snapshots report
+    prior: D_∅ + w·(D_y − D_∅), at levels inside ``cfg_interval`` only where one is given), the image
+    x = G(D), the condition's gradient g = ∂(ε2·log p(y|x))/∂u (robust views, jitter, stopping gate and
+    realism as in MALA-approx), the guided estimate D' = D + ε2·σ·g/rms(g), and a step of the
+    probability-flow ODE du/dσ = (u − D')/σ by ``solver`` (:mod:`ppgn_core.solvers`: euler, heun with
+    2·steps − 1 evaluations, dpmpp2m). Most of each image comes from the prior's own density of codes;
+    the condition only steers it, by at most ε2·σ per element at level σ. Snapshots report
     the denoised code D (what G draws) as z. ε1 and ε3 are not used.
 
     ``churn`` γ > 0 makes the chain stochastic (Karras et al. 2022, Alg. 2): before each level but
@@ -437,7 +437,8 @@ class GuidedDenoisingSampler(Sampler):
                  sigma_min: float = 0.05, seed: int = 0, realism: RealismCondition | None = None,
                  churn: float = 0.0, guidance_until: float = 0.0, solver: str = "euler",
                  labels: torch.Tensor | None = None, cfg_scale: float = 0.0,
-                 context: InpaintContext | None = None, guide_every: int = 1, guide_on: str = "noisy"):
+                 context: InpaintContext | None = None, guide_every: int = 1, guide_on: str = "noisy",
+                 cfg_interval: tuple[float, float] | None = None):
         from .priors import CodeDenoiser, NoPrior
 
         if not 0 < sigma_min < sigma_max:
@@ -455,8 +456,8 @@ class GuidedDenoisingSampler(Sampler):
         self.dae, self.sigma_max, self.sigma_min = dae, float(sigma_max), float(sigma_min)
         self.churn, self.guidance_until, self.solver = float(churn), float(guidance_until), solver
         # D(u, σ): the prior's denoised standardised code, and what the condition says of it at a level
-        self.guidance = LevelGuidance(CodeDenoiser(dae, labels, cfg_scale), dae, space, self.condition_gradient,
-                                      guide_on)
+        self.guidance = LevelGuidance(CodeDenoiser(dae, labels, cfg_scale, cfg_interval), dae, space,
+                                      self.condition_gradient, guide_on)
         self.guide_every = guide_every
         self.levels: list[float] = []  # the noise level of each step of the last run
         self.evaluations = 0  # the levels of the last run at which the condition's gradient was taken

@@ -270,6 +270,34 @@ def test_the_code_denoiser_repeats_labels_over_chains_and_refuses_bad_settings()
         CodeDenoiser(bundle.score_dae, torch.tensor([1]), 2.0)
 
 
+def test_guidance_in_an_interval_is_the_conditional_prior_outside_it():
+    """cfg_interval (lo, hi): inside, D_∅ + w·(D_y − D_∅) as without an interval; outside (σ ≤ lo or σ > hi),
+    D_y in one pass; a preset with an interval hands it to its sampler; bad intervals are refused."""
+    from dataclasses import replace
+
+    from ppgn_core.priors import CodeDenoiser
+
+    bundle = tiny_bundle()
+    net = bundle.code_diffusion
+    y = torch.tensor([1, 2])
+    u = torch.randn(2, *net.code_shape, generator=torch.Generator().manual_seed(0))
+    inside = CodeDenoiser(net, y, 3.0, (0.5, 4.0))
+    with torch.no_grad():
+        for sigma in (0.6, 2.0, 4.0):
+            assert torch.equal(inside(u, sigma), CodeDenoiser(net, y, 3.0)(u, sigma))
+        for sigma in (0.5, 0.1, 4.5, 10.0):
+            assert torch.equal(inside(u, sigma), net.denoise_standardised(u, sigma, y))
+            assert not torch.allclose(inside(u, sigma), CodeDenoiser(net, y, 3.0)(u, sigma))
+    assert [inside.scale_at(s) for s in (0.5, 0.51, 4.0, 4.01)] == [1.0, 3.0, 3.0, 1.0]
+    for bad in ((2.0, 1.0), (-1.0, 1.0), (0.0, float("inf")), (1.0, 1.0)):
+        with pytest.raises(ValueError, match="guidance interval"):
+            CodeDenoiser(net, y, 2.0, bad)
+    preset = replace(get_preset("ldm-ppgn-h"), cfg_interval=(0.5, 4.0))
+    s = build_sampler(preset, bundle, ClassCondition(bundle.classifier, [1, 2]), seed=1)
+    assert s.guidance.denoise.cfg_interval == (0.5, 4.0)
+    assert "for σ in (0.5, 4]" in preset.describe()
+
+
 def test_presets_on_the_diffusion_prior_take_the_class_and_steer_units():
     bundle = tiny_bundle()
     s = build_sampler("ldm-ppgn-h", bundle, ClassCondition(bundle.classifier, [4, 9]), seed=1)
@@ -361,3 +389,17 @@ def test_more_minutes_counts_from_the_resumed_runs_minutes(tmp_path):
     train_code_diffusion(first, codes, labels)
     first.steps, first.more_minutes = 40, 0.0  # resumed with no minutes more: not one step
     assert train_code_diffusion(first, codes, labels)["step"] == 20
+
+
+def test_the_cool_down_falls_linearly_to_lr_end_at_the_last_step(tmp_path):
+    from ppgn_core.training.diffusion import _learning_rate
+
+    cfg = tiny_config(tmp_path, steps=1000, lr=3e-4, warmup_steps=10, decay_steps=400, lr_end=1e-5)
+    assert _learning_rate(cfg, 599, None) == pytest.approx(3e-4)  # before the cool-down
+    assert _learning_rate(cfg, 799, None) == pytest.approx((3e-4 + 1e-5) / 2)
+    assert _learning_rate(cfg, 999, None) == pytest.approx(1e-5)  # the last step
+    lrs = [_learning_rate(cfg, s, None) for s in range(600, 1000)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert _learning_rate(cfg, 899, 890) == pytest.approx(_learning_rate(cfg, 899, None) * 10 / cfg.resume_ramp)
+    constant = tiny_config(tmp_path, steps=1000, lr=3e-4, warmup_steps=10)  # no cool-down
+    assert _learning_rate(constant, 999, None) == 3e-4

@@ -74,6 +74,8 @@ class DiffusionConfig:
     limit: int | None = None  # use only this many photos (tests)
     resume: str | None = None  # compact fp16 checkpoint (safetensors) to continue from and keep updated
     resume_ramp: int = 100
+    decay_steps: int = 0  # cool-down: the lr falls linearly to lr_end over the last decay_steps before `steps`
+    lr_end: float = 0.0
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -128,7 +130,13 @@ class EMA:
 
 
 def _learning_rate(cfg: DiffusionConfig, step: int, ramp_from: int | None) -> float:
-    lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    """Warm-up, a ramp after a compact resume, then ``lr`` until the cool-down, over whose ``decay_steps`` steps
+    it falls linearly to ``lr_end`` at step ``steps``."""
+    lr = cfg.lr
+    start = cfg.steps - cfg.decay_steps
+    if cfg.decay_steps > 0 and step >= start:
+        lr = cfg.lr + (cfg.lr_end - cfg.lr) * min(1.0, (step - start + 1) / cfg.decay_steps)
+    lr *= min(1.0, (step + 1) / max(1, cfg.warmup_steps))
     if ramp_from is not None:  # after a compact resume Adam's moments are new: ramp up again
         lr *= min(1.0, (step - ramp_from + 1) / max(1, cfg.resume_ramp))
     return lr
