@@ -403,3 +403,7 @@ def test_the_cool_down_falls_linearly_to_lr_end_at_the_last_step(tmp_path):
     assert _learning_rate(cfg, 899, 890) == pytest.approx(_learning_rate(cfg, 899, None) * 10 / cfg.resume_ramp)
     constant = tiny_config(tmp_path, steps=1000, lr=3e-4, warmup_steps=10)  # no cool-down
     assert _learning_rate(constant, 999, None) == 3e-4
+    codes, labels = tiny_codes(64)
+    for bad in (dict(decay_steps=-1), dict(decay_steps=61), dict(decay_steps=10, lr_end=1.0)):
+        with pytest.raises(ValueError, match="decay_steps"):
+            train_code_diffusion(tiny_config(tmp_path, **bad), codes, labels)

@@ -209,6 +209,9 @@ def train_code_diffusion(cfg: DiffusionConfig, codes: torch.Tensor | None = None
         torch.set_num_threads(cfg.threads)
     if not 0 <= cfg.label_dropout < 1:
         raise ValueError("label_dropout must lie in [0, 1)")
+    if not (0 <= cfg.decay_steps <= cfg.steps and 0 <= cfg.lr_end <= cfg.lr):
+        raise ValueError(f"need 0 ≤ decay_steps ≤ steps and 0 ≤ lr_end ≤ lr, got decay_steps {cfg.decay_steps}, "
+                         f"steps {cfg.steps}, lr_end {cfg.lr_end}, lr {cfg.lr}")
     rank, world = _rank()
     device = torch.device(cfg.device)
     out = Path(cfg.out)
