@@ -16,12 +16,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from prior_spectrum import principal_components  # noqa: E402
+from prior_spectrum import linear_denoise, principal_components  # noqa: E402
 
 from ppgn_core.evaluate import run_preset_on_classes  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
@@ -32,29 +33,18 @@ from ppgn_core.prior_report import _judge_and_reference, _judged, own_samples, t
 def blend_weight(table: dict[float, float], sigma: float) -> float:
     """a(σ): linear in ln σ between the fitted levels, the end values beyond them."""
     levels = sorted(table)
-    if sigma <= levels[0]:
-        return table[levels[0]]
-    if sigma >= levels[-1]:
-        return table[levels[-1]]
-    for lo, hi in zip(levels, levels[1:]):
-        if lo <= sigma <= hi:
-            t = (math.log(sigma) - math.log(lo)) / (math.log(hi) - math.log(lo))
-            return table[lo] + t * (table[hi] - table[lo])
-    raise AssertionError
+    return float(np.interp(math.log(sigma), [math.log(v) for v in levels], [table[v] for v in levels]))
 
 
 def blended(net, pcs, table: dict[float, float]):
     """A copy of ``net`` whose denoise_standardised is the blend (guided_denoise calls it for both rows)."""
-    mean, lam, vec = pcs
     out = copy.deepcopy(net)
     own = out.denoise_standardised
 
     def denoise(u, sigma, labels=None):
         s = float(torch.as_tensor(sigma).flatten()[0])  # one level for the whole batch while sampling
         a = blend_weight(table, s)
-        z = u.flatten(1)
-        lin = mean + (((z - mean) @ vec) * (lam / (lam + s ** 2))) @ vec.T
-        return a * own(u, sigma, labels) + (1 - a) * lin.view_as(u)
+        return a * own(u, sigma, labels) + (1 - a) * linear_denoise(u.flatten(1), s, *pcs).view_as(u)
 
     out.denoise_standardised = denoise
     return out

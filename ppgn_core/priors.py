@@ -131,7 +131,7 @@ class CodeDenoiser:
     diffusion prior); with ``labels`` and ``cfg_scale`` w > 0, classifier-free guided toward those classes,
     D_∅ + w·(D_y − D_∅) (a class-conditional prior only). ``labels``: one class per code, or k classes
     repeated over a multiple of k codes (chains of several classes); w = 0 is the unconditional prior.
-    ``cfg_interval`` (lo, hi): w applies only at levels lo < σ ≤ hi; outside them D = D_y, the conditional
+    ``cfg_interval`` (lo, hi), with w > 0: w applies only at levels lo < σ ≤ hi; outside them D = D_y, the conditional
     prior in one pass (Kynkäänniemi et al. 2024, guidance in a limited interval)."""
 
     def __init__(self, dae: nn.Module, labels: torch.Tensor | None = None, cfg_scale: float = 0.0,
