@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .conditions import ClassCondition, InpaintContext, class_index, imagenet_categories
+from .conditions import DEFAULT_START_FILL, ClassCondition, InpaintContext, class_index, imagenet_categories
 from .nets.registry import ModelBundle
-from .presets import DEFAULT_CHAIN_PRESET, build_sampler
+from .presets import DEFAULT_INPAINT_PRESET, build_sampler, inpaint_steps
 
 
 def top_class(bundle: ModelBundle, x: torch.Tensor) -> int:
@@ -16,15 +16,19 @@ def top_class(bundle: ModelBundle, x: torch.Tensor) -> int:
 
 
 def run_inpaint(bundle: ModelBundle, x_real: torch.Tensor, mask: torch.Tensor,
-                classes: list[str | int] | None = None, preset: str = DEFAULT_CHAIN_PRESET, steps: int = 100,
+                classes: list[str | int] | None = None, preset: str = DEFAULT_INPAINT_PRESET, steps: int | None = None,
                 seed: int = 0, eps4: float = 1.0, chains: int = 1, snapshot_every: int | None = None,
-                control=None, **overrides) -> dict:
-    """Fill the region where ``mask`` is 1. MALA-approx chains start from the code of the real
-    image, E(x_real) (a guided-denoising preset starts from noise);
-    C and the prior see ``M⊙x + (1−M)⊙x_real``; ε4 > 0 adds the pixel context term (PPGN-context).
-    Returns the filled images (observed pixels equal to the input's, bit for bit) and figures."""
-    cls = class_index(classes[0]) if classes else top_class(bundle, x_real)
-    context = InpaintContext(x_real, mask, eps4)
+                control=None, start_fill: str = DEFAULT_START_FILL, **overrides) -> dict:
+    """Fill the region where ``mask`` is 1. The run starts from the code of the photo with that region
+    filled from its surroundings (``start_fill`` "telea") or greyed out ("grey"), E(hide(x_real)): a
+    MALA-approx chain at that code, guided denoising at that code noised to its preset's ``photo_sigma``
+    (from noise where it has none); without ``classes``, the class is C's top class of that same photo.
+    Nothing reads the pixels under the mask. C and the prior see ``M⊙x + (1−M)⊙x_real``; ε4 > 0 adds the
+    pixel context term (PPGN-context). ``steps``: default ``inpaint_steps(preset)``. Returns the filled
+    images (observed pixels equal to the input's, bit for bit) and figures."""
+    steps = inpaint_steps(preset) if steps is None else steps
+    context = InpaintContext(x_real, mask, eps4, start_fill)
+    cls = class_index(classes[0]) if classes else top_class(bundle, context.hide(x_real))
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "eps" in overrides:
         e1, e2, e3 = overrides.pop("eps")

@@ -224,7 +224,7 @@ class Sampler:
     non-finite or runs past it is reverted to its last good state and reported.
     """
 
-    starts_from_image = True  # init(start=photo) begins at the photo's code (guided denoising: from noise)
+    starts_from_image = True  # init(start=photo) begins at the photo's code (guided denoising: see its photo_sigma)
 
     def __init__(self, space: Space, prior: Prior, condition: Condition, control: Control,
                  context: InpaintContext | None = None, seed: int = 0, max_abs: float | None = None,
@@ -262,7 +262,11 @@ class Sampler:
 
     def init_for_photo(self, batch: int, device: torch.device | str, photo: torch.Tensor) -> torch.Tensor:
         """Where a run on ``photo`` (inpainting) starts: at its code where the sampler can start from an image,
-        else from noise (the photo then steers through the inpainting context only)."""
+        else from noise (the photo then steers through the inpainting context only). When inpainting, the
+        code is that of the photo with the region to fill replaced (``InpaintContext.hide``: filled from its
+        surroundings, or grey): the pixels under the mask are what the run must fill, never an input."""
+        if self.context is not None:
+            photo = self.context.hide(photo)
         return self.init(batch, device, start=photo if self.starts_from_image else None)
 
     def image(self, z: torch.Tensor) -> torch.Tensor:
@@ -429,16 +433,19 @@ class GuidedDenoisingSampler(Sampler):
     Inpainting (``context``): C sees G(D) with the observed pixels clamped, and −ε4·‖(1−M)⊙(x_real − G(D))‖²
     joins the condition's objective before its gradient is normalised, so the surroundings steer every
     level as the class does (guidance on the denoised estimate, as Chung et al. 2023 do for inverse
-    problems). The chain starts from noise, not from the photo's code."""
+    problems).
 
-    starts_from_image = False
+    ``photo_sigma``: where a run may start from a photo (inpainting, a start image): the photo's code E(x),
+    standardised, plus noise of level ``photo_sigma``, from which the levels run down to σ_min (SDEdit,
+    Meng et al. 2022); the photo's content above that level of detail is kept, the rest drawn again.
+    None: every run starts from noise at σ_max, and the photo steers through the inpainting context only."""
 
     def __init__(self, space: Space, dae, condition: Condition, control: Control, sigma_max: float = 10.0,
                  sigma_min: float = 0.05, seed: int = 0, realism: RealismCondition | None = None,
                  churn: float = 0.0, guidance_until: float = 0.0, solver: str = "euler",
                  labels: torch.Tensor | None = None, cfg_scale: float = 0.0,
                  context: InpaintContext | None = None, guide_every: int = 1, guide_on: str = "noisy",
-                 cfg_interval: tuple[float, float] | None = None):
+                 cfg_interval: tuple[float, float] | None = None, photo_sigma: float | None = None):
         from .priors import CodeDenoiser, NoPrior
 
         if not 0 < sigma_min < sigma_max:
@@ -449,11 +456,15 @@ class GuidedDenoisingSampler(Sampler):
             raise ValueError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}")
         if not (isinstance(guide_every, int) and guide_every >= 1):
             raise ValueError(f"guide_every must be a whole number ≥ 1, got {guide_every!r}")
+        if photo_sigma is not None and not (sigma_min < photo_sigma and math.isfinite(photo_sigma)):
+            raise ValueError(f"photo_sigma must be a finite level above sigma_min = {sigma_min:g}, got {photo_sigma}")
         if guide_every > 1 and solver == "heun":
             raise ValueError("guide_every > 1 reuses the last gradient between levels; Heun's second evaluation "
                              "is guided afresh, so use euler or dpmpp2m")
         super().__init__(space, NoPrior(), condition, control, context=context, seed=seed, realism=realism)
         self.dae, self.sigma_max, self.sigma_min = dae, float(sigma_max), float(sigma_min)
+        self.photo_sigma = None if photo_sigma is None else float(photo_sigma)
+        self.start_sigma = self.sigma_max  # the first level of the next run: σ_max, or photo_sigma after a photo start
         self.churn, self.guidance_until, self.solver = float(churn), float(guidance_until), solver
         # D(u, σ): the prior's denoised standardised code, and what the condition says of it at a level
         self.guidance = LevelGuidance(CodeDenoiser(dae, labels, cfg_scale, cfg_interval), dae, space,
@@ -462,11 +473,27 @@ class GuidedDenoisingSampler(Sampler):
         self.levels: list[float] = []  # the noise level of each step of the last run
         self.evaluations = 0  # the levels of the last run at which the condition's gradient was taken
 
+    @property
+    def starts_from_image(self) -> bool:  # type: ignore[override]
+        return self.photo_sigma is not None
+
     def init(self, batch: int, device: torch.device | str = "cpu", start: torch.Tensor | None = None) -> torch.Tensor:
-        if start is not None:
-            raise ValueError("guided denoising starts from noise; it cannot start from an image "
-                             "(use a MALA-approx preset such as ppgn-h)")
-        return (torch.randn(batch, *self.dae.code_shape, generator=self.gen) * self.sigma_max).to(device)
+        """Noise of level σ_max, or for real ``start`` images (with ``photo_sigma``) their standardised codes
+        plus noise of level ``photo_sigma``; the next run begins at that level."""
+        noise = torch.randn(batch, *self.dae.code_shape, generator=self.gen).to(device)
+        if start is None:
+            self.start_sigma = self.sigma_max
+            return noise * self.sigma_max
+        if self.photo_sigma is None:
+            raise ValueError("this guided denoising preset starts from noise; it cannot start from an image "
+                             "(use one with photo_sigma, or a MALA-approx preset such as ppgn-h)")
+        u = self.dae.standardise(self.space.encode(start.to(device)))
+        if u.shape[0] == 1 and batch > 1:
+            u = u.expand(batch, *u.shape[1:])
+        if u.shape[0] != batch:
+            raise ValueError(f"{u.shape[0]} start images for {batch} chains")
+        self.start_sigma = self.photo_sigma
+        return u + noise * self.photo_sigma
 
     @property
     def denoise(self):
@@ -507,7 +534,7 @@ class GuidedDenoisingSampler(Sampler):
             raise ValueError("the starting point has non-finite values")
         if self.control.settings.realism > 0:
             self.condition_gradient.realism_term()
-        levels = self.levels = noise_levels(steps, self.sigma_max, self.sigma_min)  # the step's σ, not a setting
+        levels = self.levels = noise_levels(steps, self.start_sigma, self.sigma_min)  # the step's σ, not a setting
         u, recovered, t = z0.detach().clone(), [], 0
         self.evaluations = 0
         previous: tuple[float, torch.Tensor] | None = None  # (σ, D') of the last level (DPM-Solver++(2M))

@@ -10,6 +10,7 @@ import gradio as gr
 from ppgn_core.presets import get_preset
 from ppgn_core.sampler import Control
 from ppgn_core.studio import Studio
+from ppgn_core.studio.neurons import NEURON_PRESET, NEURON_PRESETS
 
 from .widgets import (GALLERY_HEIGHT, chains_gallery, downloads, fail, progress, run_stop_buttons, seed_box,
                       take_control, wire_run, wire_stop)
@@ -24,9 +25,12 @@ def _layout(studio: Studio) -> SimpleNamespace:
             with gr.Row():
                 w.unit = gr.Number(0, precision=0, label="unit", minimum=0)
                 w.random = gr.Button("random unit")
+            w.sampler = gr.Radio([(f"latent diffusion prior steered by the unit ({NEURON_PRESET})", NEURON_PRESET),
+                                  ("multifaceted visualisation, MALA-approx chains (mfv)", "mfv")],
+                                 value=NEURON_PRESET, label="Sampler", elem_id="neurons-sampler")
             w.chains = gr.Slider(1, 8, value=3, step=1, label="chains")
-            w.segments = gr.Slider(1, 6, value=2, step=1, label="restarts (MFV segments)")
-            w.steps = gr.Slider(2, 200, value=30, step=1, label="steps per segment")
+            w.segments = gr.Slider(1, 6, value=2, step=1, label="rounds (each from fresh starts)")
+            w.steps = gr.Slider(2, 200, value=30, step=1, label="steps per round (noise levels for the diffusion prior)")
             w.facets = gr.Slider(1, 6, value=2, step=1, label="facets (k-means clusters)")
             w.seed = seed_box()
             w.run, w.stop = run_stop_buttons("neurons")
@@ -54,12 +58,14 @@ def build_neurons_tab(studio: Studio, session: gr.State) -> None:
 
     w.random.click(pick_random, [w.layer, w.seed], w.unit, queue=False)
 
-    def run(state, layer, unit, chains, segments, steps, facets, seed, clicked_at=None):
+    def run(state, layer, unit, chains, segments, steps, facets, seed, preset=NEURON_PRESET, clicked_at=None):
         try:
-            control = Control(get_preset("mfv").settings())
+            if preset not in NEURON_PRESETS:
+                raise ValueError(f"unknown sampler {preset!r}: one of {', '.join(NEURON_PRESETS)}")
+            control = Control(get_preset(preset).settings())
             take_control(state, control, clicked_at)
             for u in studio.neurons.facets(layer, int(unit), int(chains), int(segments), int(steps), int(facets),
-                                           int(seed or 0), control=control):
+                                           int(seed or 0), control=control, preset=preset):
                 if not u.final:
                     yield u.images, None, None, None, progress(u.step, u.total, u.status), None
                     continue
@@ -70,6 +76,6 @@ def build_neurons_tab(studio: Studio, session: gr.State) -> None:
         except ValueError as err:
             fail(err)
 
-    wire_run(w.run, run, [session, w.layer, w.unit, w.chains, w.segments, w.steps, w.facets, w.seed],
+    wire_run(w.run, run, [session, w.layer, w.unit, w.chains, w.segments, w.steps, w.facets, w.seed, w.sampler],
              [w.live, w.sheet, w.table, w.top, w.status, w.files], "neurons")
     wire_stop(w.stop, session, w.status, "stop_neurons")

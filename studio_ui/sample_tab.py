@@ -54,8 +54,8 @@ def _layout(studio: Studio) -> SimpleNamespace:
             w.seed = seed_box()
             w.robust = gr.Slider(0, MAX_ROBUST_K, value=p0.robust_k, step=1, elem_id="sample-robust",
                                  label="robust condition: random views of the image per step (0 = off)")
-            w.start = gr.Image(type="filepath", label="Start from a real image (optional: its code E(x); "
-                               "a chain preset such as PPGN-h)",
+            w.start = gr.Image(type="filepath", label="Start from a real image (optional: its code E(x) for a chain "
+                               "preset such as PPGN-h; noised, for the latent diffusion prior)",
                                sources=["upload"], height=160, elem_id="sample-start")
             w.run, w.stop = run_stop_buttons("sample")
         with gr.Column(scale=2):
@@ -79,10 +79,11 @@ def _on_preset(name):
 
 
 def _on_start_image(path, name):
-    """A start from a photo's code needs a MALA-approx chain: uploading one while a preset that draws
-    from noise is picked switches the picker to the default chain (its sliders follow), and says so."""
+    """A start from a photo's code needs a preset that can start there (a MALA-approx chain, or guided
+    denoising with a ``photo_sigma``): uploading one while a preset that only draws from noise is picked
+    switches the picker to the default chain (its sliders follow), and says so."""
     picked = get_preset(name)
-    if not path or picked.is_chain:
+    if not path or picked.starts_from_photo:
         return name
     chain = default_preset(needs_chain=True)
     gr.Info(f"{picked.title} draws from noise; starting from the image with {get_preset(chain).title} instead.")

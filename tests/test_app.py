@@ -192,6 +192,7 @@ def test_a_start_image_switches_a_noise_preset_to_the_default_chain():
     assert _on_start_image("photo.png", "guided-ppgn-h") == "ppgn-h"
     assert _on_start_image("photo.png", "dgn-am") == "dgn-am"  # a chain preset is kept
     assert _on_start_image(None, "guided-ppgn-h") == "guided-ppgn-h"  # clearing the image changes nothing
+    assert _on_start_image("photo.png", "ldm-ppgn-h") == "ldm-ppgn-h"  # it starts from the photo's noised code
 
 
 def test_the_app_bench_sends_what_the_sliders_show():
@@ -230,7 +231,11 @@ def test_neurons_tab_groups_facets(app_url):
     assert len(table["data"]) == 2
     assert len(top) >= 1
     rec = json.load(open([f for f in files if f.endswith(".json")][0]))
-    assert sum(len(r["indices"]) for r in rec["facets"]) == 4  # 2 chains × 2 segments
+    assert sum(len(r["indices"]) for r in rec["facets"]) == 4  # 2 chains × 2 rounds
+    assert rec["preset"] == "ldm-ppgn-h"  # the tab's default sampler
+    *_, status, files = c.predict("blocks.1", 3, 2, 2, 4, 2, 0, "mfv", api_name="/neurons")
+    rec = json.load(open([f for f in files if f.endswith(".json")][0]))
+    assert rec["preset"] == "mfv" and sum(len(r["indices"]) for r in rec["facets"]) == 4
 
 
 def test_tsne_tab_makes_grid(app_url):
@@ -283,7 +288,9 @@ def test_inpaint_keeps_unmasked_pixels(app_url, tmp_path):
     native = np.asarray(Image.open(files[0]).convert("RGB"))
     assert native.shape == (32, 96, 3)  # the download: input, PPGN, PPGN-context at native size
     *_, status, _ = c.predict(value, "top class", 4, 1.0, 0, "ldm-ppgn-h", api_name="/inpaint")
-    assert "step 4/4" in status and "unmasked pixels changed: 0" in status  # the diffusion prior fills from noise
+    assert "step 4/4" in status and "unmasked pixels changed: 0" in status  # the diffusion prior, named
+    *_, status, _ = c.predict(value, "top class", 3, 1.0, 0, "ppgn-h", api_name="/inpaint")
+    assert "step 3/3" in status and "unmasked pixels changed: 0" in status  # the MALA-approx chain
 
 
 def test_bad_input_gives_clear_error(app_url):

@@ -99,7 +99,14 @@ def test_sample_tab_in_browser(page):
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(SHOTS / "sample.png"), full_page=True)
     assert page.locator("#sample-gallery img").count() >= 1
-    # a start image needs a chain: uploading one switches the picker from guided to PPGN-h, sliders live
+    # a start image needs a preset that can start from it: uploading one while guided-ppgn-h (noise only) is
+    # picked switches the picker to PPGN-h, sliders live (the default ldm-ppgn-h would be kept: test_app)
+    preset.click()
+    preset.press("Control+a")
+    preset.press("Backspace")
+    preset.press_sequentially("noise-conditional", delay=30)
+    page.get_by_role("option", name=PRESETS["guided-ppgn-h"].title).click()
+    page.wait_for_function("document.querySelector('#preset-about').innerText.includes('R_h')", timeout=20_000)
     example = sorted((Path(__file__).resolve().parent.parent / "assets" / "examples").glob("*.png"))[0]
     page.locator("#sample-start input[type=file]").set_input_files(str(example))
     page.wait_for_function("document.querySelector('#preset-about').innerText.includes('Eq. 11')", timeout=20_000)
@@ -126,7 +133,7 @@ def test_inpaint_tab_in_browser(page):
     status = page.locator("#inpaint-status").inner_text()
     assert "unmasked pixels changed: 0" in status
     x = _fetch(page, page.locator("#inpaint-input img").get_attribute("src"))
-    grey = (x == 128).all(-1)  # the region to fill is visible in "the input as the model sees it"
+    grey = (x == 128).all(-1)  # the region to fill is visible in the input panel
     assert grey.mean() > 0.005, "the painted mask does not show in the input panel"
     for sel in ("#inpaint-ppgn img", "#inpaint-context img"):
         y_img = _fetch(page, page.locator(sel).get_attribute("src"))

@@ -1,6 +1,7 @@
 """The latent diffusion prior over h: its network, training loop, checkpoints and the guided sampler on it."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -336,11 +337,51 @@ def test_the_diffusion_prior_inpaints_keeping_the_observed_pixels_and_following_
     # the context term pulls G's own image toward the surroundings: compare G(h) before clamping
     sampler = build_sampler("ldm-ppgn-h", bundle, ClassCondition(bundle.classifier, 2), seed=0,
                             context=InpaintContext(x_real, mask, 1.0))
-    assert not sampler.starts_from_image
+    assert sampler.starts_from_image  # from the photo's code, noised to its photo_sigma (guided-ppgn-h: from noise)
+    assert not build_sampler("guided-ppgn-h", bundle, ClassCondition(bundle.classifier, 2)).starts_from_image
     ctx = InpaintContext(x_real, mask)
     with torch.no_grad():
         loss = {e4: float(ctx.context_loss(sampler.space.to_image(runs[e4]["snapshots"][-1].z)).mean()) for e4 in runs}
     assert loss[50.0] < loss[0.0], loss
+
+
+def test_a_photo_start_noises_the_photos_code_and_runs_down_from_that_level():
+    """photo_sigma (SDEdit): the start is the standardised E(x) plus noise of that level, the levels run down
+    from it, a low level keeps the photo's code nearer than a high one, and nothing under an inpainting mask
+    is read."""
+    from ppgn_core.conditions import InpaintContext
+    from ppgn_core.inpaint import run_inpaint
+
+    bundle = tiny_bundle()
+    cond = ClassCondition(bundle.classifier, 3)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    from_noise = replace(get_preset("ldm-ppgn-h"), photo_sigma=None)
+    with pytest.raises(ValueError, match="photo_sigma"):
+        build_sampler(from_noise, bundle, cond, seed=2).init(1, start=x)
+    u_photo = bundle.code_diffusion.standardise(bundle.encoder(x))
+    ends = {}
+    for level in (0.2, 4.0):
+        s = build_sampler("ldm-ppgn-h", bundle, cond, seed=2, photo_sigma=level, eps2=0.0)
+        assert s.starts_from_image
+        u0 = s.init(2, start=x)
+        noise = build_sampler(from_noise, bundle, cond, seed=2).init(2) / s.sigma_max  # the same draw
+        assert torch.allclose(u0, u_photo + level * noise, atol=1e-5)
+        final = list(s.run(u0, 6, snapshot_every=6))[-1]
+        assert s.levels[0] == pytest.approx(level) and torch.isfinite(final.z).all()
+        ends[level] = float((bundle.code_diffusion.standardise(final.z) - u_photo).pow(2).mean())
+    assert ends[0.2] < ends[4.0], ends
+    for bad in (0.0, s.sigma_min, math.inf, math.nan):
+        with pytest.raises(ValueError, match="photo_sigma"):
+            build_sampler("ldm-ppgn-h", bundle, cond, photo_sigma=bad)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1
+    x_b = torch.where(mask > 0, 1 - x, x)
+    fills = [run_inpaint(bundle, p, mask, classes=[2], preset="ldm-ppgn-h", steps=4, seed=0, eps4=1.0, photo_sigma=1.0)
+             for p in (x, x_b)]
+    assert torch.equal(fills[0]["images"], fills[1]["images"])
+    assert not torch.equal(fills[0]["images"], run_inpaint(bundle, x, mask, classes=[2], preset=from_noise, steps=4,
+                                                           seed=0, eps4=1.0)["images"])  # from noise: another start
+    assert InpaintContext(x, mask, start_fill="grey").hide(x)[..., 10, 10].eq(0.5).all()
 
 
 def test_bad_solver_settings_are_refused():

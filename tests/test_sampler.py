@@ -105,6 +105,29 @@ def test_inpainting_keeps_observed_pixels_bit_exact(tiny):
     assert not torch.equal(snap.image[~keep], x_real.expand(2, 3, 32, 32)[~keep])
 
 
+def test_inpainting_never_reads_the_pixels_it_fills(tiny):
+    """Two photos that differ only under the mask give the same start, class and fill: the start code and
+    the top class are read from the photo with that region greyed out, and C sees it clamped."""
+    from ppgn_core.inpaint import run_inpaint
+
+    g = torch.Generator().manual_seed(4)
+    x_a = torch.rand(1, 3, 32, 32, generator=g)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 6:22, 10:26] = 1
+    x_b = torch.where(mask > 0, torch.rand(1, 3, 32, 32, generator=g), x_a)
+    runs = [run_inpaint(tiny, x, mask, preset="noiseless-joint-ppgn-h", steps=4, seed=0, eps4=1.0) for x in (x_a, x_b)]
+    assert runs[0]["class"] == runs[1]["class"]
+    assert torch.equal(runs[0]["snapshots"][0].z, runs[1]["snapshots"][0].z)
+    assert torch.equal(runs[0]["images"], runs[1]["images"])
+    inside = mask.expand_as(x_a) > 0
+    for fill in ("grey", "telea"):  # either fill reads only the pixels around the region
+        a, b = (InpaintContext(x_a, mask, start_fill=fill).hide(x) for x in (x_a, x_b))
+        assert torch.equal(a, b) and torch.equal(a[~inside], x_a[~inside])
+        assert (a[inside] == 0.5).all() if fill == "grey" else a[inside].std() > 0.01
+    with pytest.raises(ValueError, match="start_fill"):
+        InpaintContext(x_a, mask, start_fill="blur")
+
+
 def test_context_term_lowers_context_error(tiny):
     torch.manual_seed(1)
     x_real = torch.rand(1, 3, 32, 32)

@@ -3,8 +3,10 @@
 import numpy as np
 import torch
 
+from ppgn_core.conditions import InpaintContext
+from ppgn_core.images import to_uint8
 from ppgn_core.jobs import schedule_changes
-from ppgn_core.studio import grid_image, mask_outline, pick_distinct, show_mask, snap_to_grid
+from ppgn_core.studio import grid_image, mask_outline, pick_distinct, snap_to_grid
 from ppgn_core.studio.inpainting import upscale
 from ppgn_core.studio.tsne import EMPTY_CELL
 
@@ -36,7 +38,8 @@ def test_inpaint_display_shows_the_mask_and_outlines_only_inside_it():
     img = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
     mask = np.zeros((16, 16), bool)
     mask[4:10, 3:12] = True
-    shown = show_mask(img, mask)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    shown = to_uint8(InpaintContext(x, torch.from_numpy(mask).float(), start_fill="grey").hide(x))[0]  # the input panel
     assert (shown[mask] == 128).all() and np.array_equal(shown[~mask], img[~mask])
     out = mask_outline(img, mask)
     assert np.array_equal(out[~mask], img[~mask])  # nothing outside the region changes

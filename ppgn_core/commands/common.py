@@ -48,11 +48,11 @@ def _condition_overrides(args) -> dict:
 
 
 def _add_common(p) -> None:
-    from ..presets import DEFAULT_CHAIN_PRESET, DEFAULT_PRESET
+    from ..presets import DEFAULT_CHAIN_PRESET, DEFAULT_INPAINT_PRESET, DEFAULT_PRESET
 
     p.add_argument("--preset", default=None,
-                   help=f"default: {DEFAULT_PRESET}; {DEFAULT_CHAIN_PRESET} (a MALA-approx chain) when inpainting or "
-                        "starting from an image")
+                   help=f"default: {DEFAULT_PRESET}; {DEFAULT_CHAIN_PRESET} (a MALA-approx chain) when starting "
+                        f"from an image; {DEFAULT_INPAINT_PRESET} when inpainting")
     p.add_argument("--steps", type=int, default=None,
                    help="steps (noise levels, for guided denoising); default: the preset's own "
                         "(inpaint with a MALA-approx chain: 100)")

@@ -68,10 +68,10 @@ def _run_inpaint(args) -> int:
     from ..conditions import InpaintContext
     from ..images import grid, load_image, load_mask, save_png
     from ..inpaint import run_inpaint
-    from ..presets import default_preset, get_preset, inpaint_steps
+    from ..presets import DEFAULT_INPAINT_PRESET, get_preset, inpaint_steps
 
     bundle, device = _load(args)
-    preset = get_preset(args.preset or default_preset(needs_chain=True))
+    preset = get_preset(args.preset or DEFAULT_INPAINT_PRESET)
     steps = args.steps if args.steps is not None else inpaint_steps(preset)
     x = load_image(args.image, bundle.image_size).to(device)
     mask = load_mask(args.mask, bundle.image_size).to(device)
@@ -83,7 +83,7 @@ def _run_inpaint(args) -> int:
                          eps1_end=args.eps1_end, **_condition_overrides(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    masked = x * (1 - mask) + mask * 0.5
+    masked = InpaintContext(x, mask, start_fill="grey").hide(x)
     row = torch.cat([x.cpu(), masked.cpu(), result["images"]])
     save_png(grid(row, nrow=row.shape[0]), out / "result.png")
     rec = {k: v for k, v in result.items() if k not in ("images", "snapshots")}

@@ -18,16 +18,19 @@ def _ssim_region(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def inpainting_eval(bundle: ModelBundle, n: int = 10, steps: int = 40, patch: int = 48, seed: int = 0,
-                    eps4: float = 1.0, device: str = "cpu", preset: str | None = None) -> dict:
+                    eps4: float = 1.0, device: str = "cpu", preset=None, start_fill: str = "telea",
+                    **overrides) -> dict:
     """PSNR/SSIM of the filled square against the original on masked val photos (paper Sec. S10:
     a random patch; here 48 px of 128): PPGN (ε4 = 0), PPGN-context (ε4 > 0), OpenCV Telea. ``preset``:
-    the sampler (default: the default MALA-approx chain)."""
-    import cv2
-
+    the sampler, a name or a Preset (default: inpainting's); ``overrides``: what ``run_inpaint`` may change
+    (step settings, a guided preset's ``photo_sigma``); ``start_fill``: what stands for the square where a
+    run starts from the photo's code (``InpaintContext``). No method sees the pixels under the square; each
+    row's ``psnr_per_photo`` lists its photos in order (for paired comparisons)."""
+    from ..conditions import telea_fill
     from ..inpaint import run_inpaint
-    from ..presets import DEFAULT_CHAIN_PRESET
+    from ..presets import DEFAULT_INPAINT_PRESET, Preset, get_preset
 
-    preset = preset or DEFAULT_CHAIN_PRESET
+    preset = get_preset(preset or DEFAULT_INPAINT_PRESET) if not isinstance(preset, Preset) else preset
 
     images, labels = load_folder(DEFAULT_DATA_ROOT / "val", 128, n, seed)
     rng = np.random.default_rng(seed)
@@ -41,15 +44,16 @@ def inpainting_eval(bundle: ModelBundle, n: int = 10, steps: int = 40, patch: in
         ref = x[0].permute(1, 2, 0).cpu().numpy()[crop]
         for key, e4 in (("ppgn", 0.0), ("ppgn_context", eps4)):
             out = run_inpaint(bundle, x, mask, classes=[int(labels[i])], preset=preset, steps=steps, seed=seed,
-                              eps4=e4)
+                              eps4=e4, start_fill=start_fill, **overrides)
             filled = out["images"][0].permute(1, 2, 0).numpy()[crop]
             rows[key].append((_psnr_np(filled, ref), _ssim_region(filled, ref)))
-        u8 = images[i].permute(1, 2, 0).numpy().copy()
-        m8 = (mask[0, 0].cpu().numpy() * 255).astype(np.uint8)
-        telea = cv2.inpaint(np.ascontiguousarray(u8[..., ::-1]), m8, 5, cv2.INPAINT_TELEA)[..., ::-1] / 255.0
+        telea = telea_fill(x, mask)[0].permute(1, 2, 0).cpu().numpy()
         rows["telea"].append((_psnr_np(telea[crop], ref), _ssim_region(telea[crop].astype(np.float32), ref)))
-    return {k: {"psnr_db": float(np.mean([r[0] for r in v])), "ssim": float(np.mean([r[1] for r in v])), "n": len(v)}
-            for k, v in rows.items()} | {"patch": patch, "steps": steps, "eps4": eps4, "preset": preset}
+    return {k: {"psnr_db": float(np.mean([r[0] for r in v])), "ssim": float(np.mean([r[1] for r in v])), "n": len(v),
+                "psnr_per_photo": [round(r[0], 3) for r in v]}
+            for k, v in rows.items()} | {"patch": patch, "steps": steps, "eps4": eps4, "preset": preset.name,
+                                         "photo_sigma": overrides.get("photo_sigma", preset.photo_sigma),
+                                         "start_fill": start_fill}
 
 
 def _psnr_np(a: np.ndarray, b: np.ndarray) -> float:

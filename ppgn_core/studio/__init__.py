@@ -11,7 +11,7 @@
 
 from ..nets.registry import ModelBundle
 from .core import StudioCore, Update
-from .inpainting import InpaintWorkflow, editor_background, mask_outline, mask_to_tensor, show_mask
+from .inpainting import InpaintWorkflow, editor_background, mask_outline, mask_to_tensor
 from .neurons import NeuronWorkflow
 from .sampling import SamplingWorkflow
 from .tsne import TsneWorkflow, embed_tsne, grid_image, pick_distinct, snap_to_grid
@@ -28,5 +28,5 @@ class Studio(StudioCore):
         self.inpainting = InpaintWorkflow(self)
 
 __all__ = ["Studio", "StudioCore", "Update", "SamplingWorkflow", "NeuronWorkflow", "TsneWorkflow",
-           "InpaintWorkflow", "editor_background", "mask_to_tensor", "mask_outline", "show_mask", "embed_tsne",
+           "InpaintWorkflow", "editor_background", "mask_to_tensor", "mask_outline", "embed_tsne",
            "snap_to_grid", "grid_image", "pick_distinct"]

@@ -11,11 +11,10 @@ import torch
 from ..allocator import releasing_memory
 from ..conditions import ClassCondition, InpaintContext
 from ..images import load_image, load_mask, save_png, to_uint8
-from ..presets import DEFAULT_CHAIN_PRESET, build_sampler
+from ..presets import DEFAULT_INPAINT_PRESET, build_sampler
 from ..sampler import Control
 from .core import StudioCore, Update
 
-MASK_GREY = 128  # the region to fill, as "the input as the model sees it" shows it
 OUTLINE = (255, 214, 0)  # the filled region's outline on the results (drawn inside the region)
 DISPLAY_MIN = 256  # results are shown at least this large (nearest-neighbour upscaling)
 
@@ -26,19 +25,22 @@ class InpaintWorkflow:
 
     @releasing_memory
     def stream(self, image, mask, class_value: str | int | None = None, steps: int = 60, eps4: float = 1.0,
-               seed: int = 0, preset: str = DEFAULT_CHAIN_PRESET, snapshot_every: int = 5,
+               seed: int = 0, preset: str = DEFAULT_INPAINT_PRESET, snapshot_every: int = 5,
                control: Control | None = None) -> Iterator[Update]:
-        """Both fills, streaming; their unmasked pixels stay exactly the input's. ``images`` hold the
-        results at native size; ``extra`` holds what the app shows (the input with the region greyed
-        out, the results with the region outlined, all upscaled to ≥ 256 px)."""
+        """Both fills, streaming; their unmasked pixels stay exactly the input's, and nothing reads the pixels
+        under the mask (the start code and the top class come from the photo with the region filled by
+        Telea's method; ``InpaintContext``). ``images`` hold the results at native size; ``extra`` holds what
+        the app shows (the input with the region greyed out, the results with the region outlined, all
+        upscaled to ≥ 256 px)."""
         core = self.core
         size = core.bundle.image_size
         x = load_image(image, size).to(core.device)
         m = mask_to_tensor(mask, size).to(core.device)
-        InpaintContext(x, m, eps4)  # validates mask and ε4
+        seen = InpaintContext(x, m, eps4).hide(x)  # validates mask and ε4; the photo as a run may read it
+        shown = InpaintContext(x, m, start_fill="grey").hide(x)  # the region to fill, in grey
         if class_value in (None, "", "top class"):
             with torch.no_grad():
-                cls = int(core.bundle.classifier(x).argmax(1)[0])
+                cls = int(core.bundle.classifier(seen).argmax(1)[0])
         else:
             cls = core.parse_class(class_value)
         runs = []
@@ -50,7 +52,7 @@ class InpaintWorkflow:
             runs.append(s.run(s.init_for_photo(1, core.device, x), steps, snapshot_every))
         x_u8 = to_uint8(x.cpu())[0]
         m_np = m.cpu()[0, 0].numpy() > 0.5
-        shown_input = upscale(show_mask(x_u8, m_np))
+        shown_input = upscale(to_uint8(shown.cpu())[0])
         for a, b in zip(*runs):
             imgs = [to_uint8(a.image)[0], to_uint8(b.image)[0]]
             status = (f"class {cls}: {core.categories[cls]} — step {a.step}/{steps}; "
@@ -63,16 +65,9 @@ class InpaintWorkflow:
                 upd.record = {"class": cls, "class_name": core.categories[cls], "steps_run": a.step, "eps4": eps4,
                               "unmasked_max_abs_diff_uint8": diff, "p_class": [float(a.p_class[0]), float(b.p_class[0])]}
                 d = core.run_dir()
-                save_png(np.concatenate([show_mask(x_u8, m_np)] + imgs, axis=1), d / "inpaint.png")
+                save_png(np.concatenate([to_uint8(shown.cpu())[0]] + imgs, axis=1), d / "inpaint.png")
                 upd.files = [str(d / "inpaint.png")]
             yield upd
-
-
-def show_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The input as the model sees it before filling: the region to fill in flat grey."""
-    out = image.copy()
-    out[mask] = MASK_GREY
-    return out
 
 
 def mask_outline(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
