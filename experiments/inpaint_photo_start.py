@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--no-noise-start", action="store_true", help="leave out the prior from noise")
     ap.add_argument("--start-fill", choices=["grey", "telea"], default="grey",
                     help="what stands for the square in the photo a run starts from")
+    ap.add_argument("--eps4", type=float, default=1.0, help="the context term's weight (PPGN-context)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -48,7 +49,7 @@ def main() -> None:
         p = replace(p, photo_sigma=sigma) if not p.is_chain else p  # None: the diffusion prior from noise
         label = label if sigma is not None or p.is_chain else f"{preset} from noise"
         rows[label] = inpainting_eval(bundle, args.photos, inpaint_steps(p), seed=args.seed, preset=p,
-                                      start_fill=args.start_fill)
+                                      eps4=args.eps4, start_fill=args.start_fill)
         rows[label]["seconds"] = round(time.perf_counter() - t0, 1)
         r = rows[label]
         print(f"{label}: PPGN {r['ppgn']['psnr_db']:.2f} dB / {r['ppgn']['ssim']:.3f}, PPGN-context "
