@@ -315,6 +315,9 @@ def test_uploaded_start_images_rgba_ok_and_bomb_refused(app_url, tmp_path):
     out = c.predict("980: volcano", "dgn-am", -5, 1.0, -17, 0.1, 2, 1, 0, handle_file(str(tmp_path / "rgba.png")), 0,
                     api_name="/sample")
     assert "step 2 / 2" in out[3]
+    out = c.predict("980: volcano", "ldm-ppgn-h", -5, 1.0, -17, 0.1, 3, 2, 0, handle_file(str(tmp_path / "rgba.png")),
+                    0, api_name="/sample")  # the diffusion prior from the photo's code noised to its photo_sigma
+    assert "step 3 / 3" in out[3] and len(out[0]) == 2
     Image.new("L", (9000, 9000)).save(tmp_path / "bomb.png")  # 81 MP, a few kB on disk
     with pytest.raises(AppError):
         c.predict("980: volcano", "dgn-am", -5, 1.0, -17, 0.1, 2, 1, 0, handle_file(str(tmp_path / "bomb.png")), 0,
