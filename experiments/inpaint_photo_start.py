@@ -42,12 +42,14 @@ def main() -> None:
     runs = [] if args.no_chain else [(DEFAULT_CHAIN_PRESET, None)]
     runs += ([] if args.no_noise_start else [(args.preset, None)]) + [(args.preset, s) for s in args.sigmas]
     for preset, sigma in runs:
-        label = preset if sigma is None else f"{preset} photo_sigma={sigma:g}"
-        label += f", start fill {args.start_fill}" if (preset, sigma) != (args.preset, None) else ""
-        t0 = time.perf_counter()
         p = get_preset(preset)
-        p = replace(p, photo_sigma=sigma) if not p.is_chain else p  # None: the diffusion prior from noise
-        label = label if sigma is not None or p.is_chain else f"{preset} from noise"
+        if p.is_chain:
+            label = f"{preset}, start fill {args.start_fill}"
+        else:  # photo_sigma None: the diffusion prior from noise, which reads no start
+            p = replace(p, photo_sigma=sigma)
+            label = (f"{preset} from noise" if sigma is None
+                     else f"{preset} photo_sigma={sigma:g}, start fill {args.start_fill}")
+        t0 = time.perf_counter()
         rows[label] = inpainting_eval(bundle, args.photos, inpaint_steps(p), seed=args.seed, preset=p,
                                       eps4=args.eps4, start_fill=args.start_fill)
         rows[label]["seconds"] = round(time.perf_counter() - t0, 1)

@@ -10,13 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ppgn_core.conditions import InpaintContext, telea_fill  # noqa: E402
-from ppgn_core.data import DEFAULT_DATA_ROOT, load_folder, to_float  # noqa: E402
+from ppgn_core.evaluation.inpainting import masked_val_photos  # noqa: E402
 from ppgn_core.images import grid, save_png  # noqa: E402
 from ppgn_core.inpaint import run_inpaint  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
@@ -31,18 +30,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     bundle = load_bundle("default")
-    images, labels = load_folder(DEFAULT_DATA_ROOT / "val", 128, args.photos, args.seed)
-    rng = np.random.default_rng(args.seed)  # the squares of inpainting_eval with this seed
     rows = []
-    for i in range(len(images)):
-        x = to_float(images[i:i + 1])
-        top, left = (int(v) for v in rng.integers(8, 128 - args.patch - 8, 2))
-        mask = torch.zeros(1, 1, 128, 128)
-        mask[..., top:top + args.patch, left:left + args.patch] = 1
-        fills = [run_inpaint(bundle, x, mask, classes=[int(labels[i])], preset=p, seed=args.seed, eps4=1.0)["images"]
+    for i, (x, mask, _, label) in enumerate(masked_val_photos(args.photos, args.patch, args.seed)):
+        fills = [run_inpaint(bundle, x, mask, classes=[label], preset=p, seed=args.seed, eps4=1.0)["images"]
                  for p in ("ppgn-h", "ldm-ppgn-h")]
-        rows += [x, InpaintContext(x, mask, start_fill="grey").hide(x), telea_fill(x, mask), *fills]
-        print(f"photo {i + 1}/{len(images)}", flush=True)
+        rows += [x, InpaintContext(x, mask, start_fill="grey").hidden, telea_fill(x, mask), *fills]
+        print(f"photo {i + 1}/{args.photos}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_png(grid(torch.cat(rows), nrow=5), out)

@@ -35,17 +35,6 @@ from ppgn_core.prior_report import _judge_and_reference  # noqa: E402
 
 
 @torch.no_grad()
-def unit_values(classifier, spec: str, images: torch.Tensor, batch: int = 50) -> torch.Tensor:
-    cond = UnitCondition(classifier, spec)
-    out = []
-    for i in range(0, len(images), batch):
-        with classifier.capture(list(cond.layers)) as acts:
-            logits = classifier(images[i:i + batch])
-        out.append(cond.value(logits, acts))
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def layer_means(classifier, layer: str, images: torch.Tensor, batch: int = 50) -> torch.Tensor:
     """Every unit's spatial-mean activation of ``layer`` for ``images`` (N × units)."""
     out = []
@@ -101,8 +90,8 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             x = final.image
             sheet.append(x)
-            act = unit_values(C, spec, x)
-            act_du = unit_values(C, spec, down_up(x, 2))
+            act = layer_means(C, args.layer, x)[:, unit]  # the unit's value: its channel's spatial mean
+            act_du = layer_means(C, args.layer, down_up(x, 2))[:, unit]
             feats = judge.predict(x)[1]
             rows[name]["per_unit"].append({
                 "unit": spec, "activation_of_real_max": (act / top).tolist(),

@@ -277,7 +277,7 @@ class InpaintContext:
     Before C and the prior see an image, observed pixels are clamped to the real ones:
     ``x = M⊙x + (1−M)⊙x_real``; the context term adds ε4·∂‖(1−M)⊙(x_real − G(h))‖²/∂h
     (descending), which pulls the code toward one whose image matches the surroundings. A run never
-    reads the pixels under the mask: where it starts from the photo, it encodes :meth:`hide`'s image.
+    reads the pixels under the mask: where it starts from the photo, it encodes :attr:`hidden`.
     """
 
     def __init__(self, x_real: torch.Tensor, mask: torch.Tensor, eps4: float = 0.0,
@@ -305,6 +305,11 @@ class InpaintContext:
         self.mask = mask.float()
         self.eps4 = float(eps4)
         self.start_fill = start_fill
+
+    @functools.cached_property
+    def hidden(self) -> torch.Tensor:
+        """The photo itself as a run may read it, ``hide(x_real)``, computed once."""
+        return self.hide(self.x_real)
 
     def hide(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` with the region to fill replaced: what a run may know of the photo before filling it (its

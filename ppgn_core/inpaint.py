@@ -6,7 +6,7 @@ import torch
 
 from .conditions import DEFAULT_START_FILL, ClassCondition, InpaintContext, class_index, imagenet_categories
 from .nets.registry import ModelBundle
-from .presets import DEFAULT_INPAINT_PRESET, build_sampler, inpaint_steps
+from .presets import DEFAULT_INPAINT_PRESET, Preset, build_sampler, inpaint_steps
 
 
 def top_class(bundle: ModelBundle, x: torch.Tensor) -> int:
@@ -16,7 +16,8 @@ def top_class(bundle: ModelBundle, x: torch.Tensor) -> int:
 
 
 def run_inpaint(bundle: ModelBundle, x_real: torch.Tensor, mask: torch.Tensor,
-                classes: list[str | int] | None = None, preset: str = DEFAULT_INPAINT_PRESET, steps: int | None = None,
+                classes: list[str | int] | None = None, preset: str | Preset = DEFAULT_INPAINT_PRESET,
+                steps: int | None = None,
                 seed: int = 0, eps4: float = 1.0, chains: int = 1, snapshot_every: int | None = None,
                 control=None, start_fill: str = DEFAULT_START_FILL, **overrides) -> dict:
     """Fill the region where ``mask`` is 1. The run starts from the code of the photo with that region
@@ -28,7 +29,7 @@ def run_inpaint(bundle: ModelBundle, x_real: torch.Tensor, mask: torch.Tensor,
     images (observed pixels equal to the input's, bit for bit) and figures."""
     steps = inpaint_steps(preset) if steps is None else steps
     context = InpaintContext(x_real, mask, eps4, start_fill)
-    cls = class_index(classes[0]) if classes else top_class(bundle, context.hide(x_real))
+    cls = class_index(classes[0]) if classes else top_class(bundle, context.hidden)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "eps" in overrides:
         e1, e2, e3 = overrides.pop("eps")

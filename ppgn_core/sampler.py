@@ -254,19 +254,23 @@ class Sampler:
         """Random starts, or E(start) for real start images (paper Fig. S13)."""
         device = torch.device(device)
         if start is not None:
-            z = self.space.encode(start.to(device))
-            if z.shape[0] == 1 and batch > 1:
-                z = z.expand(batch, *z.shape[1:]).clone()
-            return self.space.clamp(z)
+            return self.space.clamp(self._encode_starts(batch, device, start))
         return self.space.init(batch, self.gen, device)
+
+    def _encode_starts(self, batch: int, device: torch.device | str, start: torch.Tensor) -> torch.Tensor:
+        """E(start) for real start images, one image repeated over ``batch`` chains where one is given."""
+        z = self.space.encode(start.to(device))
+        if z.shape[0] == 1 and batch > 1:
+            z = z.expand(batch, *z.shape[1:]).clone()
+        return z
 
     def init_for_photo(self, batch: int, device: torch.device | str, photo: torch.Tensor) -> torch.Tensor:
         """Where a run on ``photo`` (inpainting) starts: at its code where the sampler can start from an image,
         else from noise (the photo then steers through the inpainting context only). When inpainting, the
-        code is that of the photo with the region to fill replaced (``InpaintContext.hide``: filled from its
-        surroundings, or grey): the pixels under the mask are what the run must fill, never an input."""
+        photo is the context's own, read as ``InpaintContext.hidden`` (the region to fill replaced: filled from
+        its surroundings, or grey): the pixels under the mask are what the run must fill, never an input."""
         if self.context is not None:
-            photo = self.context.hide(photo)
+            photo = self.context.hidden
         return self.init(batch, device, start=photo if self.starts_from_image else None)
 
     def image(self, z: torch.Tensor) -> torch.Tensor:
@@ -487,9 +491,7 @@ class GuidedDenoisingSampler(Sampler):
         if self.photo_sigma is None:
             raise ValueError("this guided denoising preset starts from noise; it cannot start from an image "
                              "(use one with photo_sigma, or a MALA-approx preset such as ppgn-h)")
-        u = self.dae.standardise(self.space.encode(start.to(device)))
-        if u.shape[0] == 1 and batch > 1:
-            u = u.expand(batch, *u.shape[1:])
+        u = self.dae.standardise(self._encode_starts(batch, device, start))
         if u.shape[0] != batch:
             raise ValueError(f"{u.shape[0]} start images for {batch} chains")
         self.start_sigma = self.photo_sigma

@@ -11,6 +11,7 @@ import torch
 from ..allocator import releasing_memory
 from ..conditions import ClassCondition, InpaintContext
 from ..images import load_image, load_mask, save_png, to_uint8
+from ..inpaint import top_class
 from ..presets import DEFAULT_INPAINT_PRESET, build_sampler
 from ..sampler import Control
 from .core import StudioCore, Update
@@ -36,17 +37,14 @@ class InpaintWorkflow:
         size = core.bundle.image_size
         x = load_image(image, size).to(core.device)
         m = mask_to_tensor(mask, size).to(core.device)
-        seen = InpaintContext(x, m, eps4).hide(x)  # validates mask and ε4; the photo as a run may read it
-        shown = InpaintContext(x, m, start_fill="grey").hide(x)  # the region to fill, in grey
-        if class_value in (None, "", "top class"):
-            with torch.no_grad():
-                cls = int(core.bundle.classifier(seen).argmax(1)[0])
-        else:
-            cls = core.parse_class(class_value)
+        context = InpaintContext(x, m, eps4)  # validates mask and ε4; both runs share it (ε4 is each run's setting)
+        shown = InpaintContext(x, m, start_fill="grey").hidden  # the region to fill, in grey
+        cls = (top_class(core.bundle, context.hidden) if class_value in (None, "", "top class")
+               else core.parse_class(class_value))
         runs = []
         for e4 in (0.0, eps4):
             s = build_sampler(preset, core.bundle, ClassCondition(core.bundle.classifier, cls), seed=seed,
-                              context=InpaintContext(x, m, e4), eps4=e4)
+                              context=context, eps4=e4)
             if control is not None:
                 s.control = control  # one Stop ends both
             runs.append(s.run(s.init_for_photo(1, core.device, x), steps, snapshot_every))
