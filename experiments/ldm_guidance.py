@@ -12,11 +12,16 @@ stochastic sampler (Karras et al. 2022, Alg. 2: fresh noise raising σ by 20% or
 last), which lets later levels correct the denoiser's errors, for precision. ``--set interval``: the prior's
 classifier-free guidance only at middle noise levels (Kynkäänniemi et al. 2024; σ in (0.28, 5.42], their
 interval for EDM2 in the same standardised units), the conditional prior alone elsewhere: one pass of the
-prior instead of two at the levels outside it.
+prior instead of two at the levels outside it. ``--set start``: the first noise level σ_max 20 or 80 instead of
+10 (the codes' largest principal components spread by √121 = 11, more than σ 10 covers), the same number of levels.
 
 python experiments/ldm_guidance.py --levels 20 --classes 32 --chains 1 --out reports/prior/guidance_choices.json
 python experiments/ldm_guidance.py --set late --levels 30 --classes 32 --out reports/prior/guidance_late.json
 python experiments/ldm_guidance.py --set speed --levels 30 --classes 96 --out reports/prior/guide_every.json
+
+``--evaluate-seed S --only LABEL``: ``python -m ppgn_core evaluate`` on the 110-class set (2 chains, ``--levels``
+levels, seed S) of the default with that one setting's changes, into ``--out`` (a folder), for
+scripts/paired_test.py against the default's own reports.
 """
 
 import argparse
@@ -27,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ppgn_core import presets  # noqa: E402
+from ppgn_core.cli import main as cli_main  # noqa: E402
 from ppgn_core.evaluate import run_preset_on_classes  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
 from ppgn_core.presets import get_preset  # noqa: E402
@@ -52,10 +59,31 @@ SETTINGS = {
               ("churn 0.5", 1.0, 2.0, 0.0, {"churn": 0.5})],
     "realism": [("realism (D) 1", 1.0, 2.0, 0.0, {"realism": 1.0}),
                 ("realism (D) 3", 1.0, 2.0, 0.0, {"realism": 3.0})],
+    "start": [("σ_max 20", 1.0, 2.0, 0.0, {"sigma_start": 20.0}),
+              ("σ_max 80", 1.0, 2.0, 0.0, {"sigma_start": 80.0})],
     "interval": [("the default's guidance", 1.0, 2.0, 0.0),
                  ("w 2 for σ in (0.28, 5.42]", 1.0, 2.0, 0.0, {"cfg_interval": (0.28, 5.42)}),
                  ("w 3 for σ in (0.28, 5.42]", 1.0, 3.0, 0.0, {"cfg_interval": (0.28, 5.42)})],
 }
+
+
+def changed_preset(base, eps2: float, w: float, until: float | None, fields: dict):
+    return replace(base, cfg_scale=w, paper_eps=(0.0, eps2, 0.0), guidance_until=1e9 if until is None else until,
+                   **fields)
+
+
+def evaluate_setting(args) -> int:
+    """The 110-class evaluation of the default with one setting's changes, under the default's name (so that
+    its reports pair with the default's own)."""
+    chosen = [row for row in SETTINGS[args.set] if args.only and row[0] in args.only]
+    if len(chosen) != 1:
+        raise SystemExit(f"--evaluate-seed needs exactly one --only label of --set {args.set}")
+    label, eps2, w, until, *fields = chosen[0]
+    presets.PRESETS["ldm-ppgn-h"] = changed_preset(get_preset("ldm-ppgn-h"), eps2, w, until,
+                                                   fields[0] if fields else {})
+    print(f"{label}: {presets.PRESETS['ldm-ppgn-h'].describe()}", flush=True)
+    return cli_main(["evaluate", "--presets", "ldm-ppgn-h", "--steps", str(args.levels), "--chains", "2", "--seed",
+                     str(args.evaluate_seed), "--mixing-chains", "0", "--recon-per-class", "0", "--out", args.out])
 
 
 def main() -> None:
@@ -68,7 +96,11 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="reports/prior/guidance_choices.json")
+    ap.add_argument("--evaluate-seed", type=int, default=None,
+                    help="evaluate the one --only setting on the 110-class set at this seed, into --out")
     args = ap.parse_args()
+    if args.evaluate_seed is not None:
+        sys.exit(evaluate_setting(args))
     bundle = load_bundle("default")
     judge, reference = _judge_and_reference("cpu")
     classes = tuning_classes(args.classes, args.skip_classes)
@@ -78,8 +110,7 @@ def main() -> None:
         fields = fields[0] if fields else {}
         if args.only and label not in args.only:
             continue
-        preset = replace(base, name=f"ldm eps2={eps2:g} w={w:g}", cfg_scale=w, paper_eps=(0.0, eps2, 0.0),
-                         guidance_until=1e9 if until is None else until, **fields)
+        preset = replace(changed_preset(base, eps2, w, until, fields), name=f"ldm eps2={eps2:g} w={w:g}")
         run = run_preset_on_classes(bundle, preset, classes, args.chains, args.levels, args.seed, args.levels)
         rows[label] = {"eps2": eps2, "cfg_scale": w, "guidance_until": until, **fields,
                        **_judged(judge, reference, run.images, run.targets),
