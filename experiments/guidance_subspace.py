@@ -33,10 +33,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from ldm_guidance import evaluate_default  # noqa: E402
 from prior_spectrum import principal_components  # noqa: E402
 
 from ppgn_core import sampler as sampler_module  # noqa: E402
-from ppgn_core.cli import main as cli_main  # noqa: E402
 from ppgn_core.evaluate import run_preset_on_classes  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
 from ppgn_core.presets import get_preset  # noqa: E402
@@ -94,9 +94,8 @@ def main() -> None:
     original = sampler_module.LevelGuidance.read
     if args.evaluate_seed is not None:
         sampler_module.LevelGuidance.read = patched_read(original, gradient_map("pcs", args.components, lam, vec))
-        sys.exit(cli_main(["evaluate", "--presets", "ldm-ppgn-h", "--steps", "30", "--chains", "2", "--seed",
-                           str(args.evaluate_seed), "--mixing-chains", "0", "--recon-per-class", "0", "--out",
-                           f"reports/eval_ldm_pcs{args.components}_seed{args.evaluate_seed}"]))
+        sys.exit(evaluate_default(args.evaluate_seed, args.levels,
+                                  f"reports/eval_ldm_pcs{args.components}_seed{args.evaluate_seed}"))
     judge, reference = _judge_and_reference("cpu")
     classes = tuning_classes(args.classes, args.skip_classes)
     preset = get_preset("ldm-ppgn-h")

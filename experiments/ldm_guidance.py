@@ -78,12 +78,20 @@ def evaluate_setting(args) -> int:
     chosen = [row for row in SETTINGS[args.set] if args.only and row[0] in args.only]
     if len(chosen) != 1:
         raise SystemExit(f"--evaluate-seed needs exactly one --only label of --set {args.set}")
+    if args.out.endswith(".json"):
+        raise SystemExit("--evaluate-seed writes a report folder: give --out reports/eval_…")
     label, eps2, w, until, *fields = chosen[0]
     presets.PRESETS["ldm-ppgn-h"] = changed_preset(get_preset("ldm-ppgn-h"), eps2, w, until,
                                                    fields[0] if fields else {})
     print(f"{label}: {presets.PRESETS['ldm-ppgn-h'].describe()}", flush=True)
-    return cli_main(["evaluate", "--presets", "ldm-ppgn-h", "--steps", str(args.levels), "--chains", "2", "--seed",
-                     str(args.evaluate_seed), "--mixing-chains", "0", "--recon-per-class", "0", "--out", args.out])
+    return evaluate_default(args.evaluate_seed, args.levels, args.out)
+
+
+def evaluate_default(seed: int, levels: int, out: str) -> int:
+    """``python -m ppgn_core evaluate`` of ldm-ppgn-h (as the running process has it) on the 110-class set, 2 chains
+    a class, the protocol of the default's own reports."""
+    return cli_main(["evaluate", "--presets", "ldm-ppgn-h", "--steps", str(levels), "--chains", "2", "--seed",
+                     str(seed), "--mixing-chains", "0", "--recon-per-class", "0", "--out", out])
 
 
 def main() -> None:

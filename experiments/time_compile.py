@@ -7,6 +7,7 @@ python experiments/time_compile.py --out reports/prior/time_compile.json
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ppgn_core.bench import run_times_ms  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
 
 
@@ -26,14 +28,7 @@ def pass_and_back(generator, classifier, h: torch.Tensor) -> torch.Tensor:
 
 
 def median_ms(fn, h: torch.Tensor, repeats: int) -> float:
-    for _ in range(3):
-        fn(h)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(h)
-        times.append(1000 * (time.perf_counter() - t))
-    return round(sorted(times)[len(times) // 2], 1)
+    return round(statistics.median(run_times_ms(lambda: fn(h), repeats, warmup=3)), 1)
 
 
 def main() -> None:
