@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ppgn_core.conditions import START_FILLS  # noqa: E402
 from ppgn_core.evaluation.inpainting import inpainting_eval  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
 from ppgn_core.presets import DEFAULT_CHAIN_PRESET, get_preset, inpaint_steps  # noqa: E402
@@ -31,7 +32,7 @@ def main() -> None:
     ap.add_argument("--preset", default="ldm-ppgn-h")
     ap.add_argument("--no-chain", action="store_true", help="leave out the MALA-approx chain")
     ap.add_argument("--no-noise-start", action="store_true", help="leave out the prior from noise")
-    ap.add_argument("--start-fill", choices=["grey", "telea"], default="grey",
+    ap.add_argument("--start-fill", choices=START_FILLS, default="grey",
                     help="what stands for the square in the photo a run starts from")
     ap.add_argument("--eps4", type=float, default=1.0, help="the context term's weight (PPGN-context)")
     ap.add_argument("--out", required=True)

@@ -316,10 +316,9 @@ class InpaintContext:
         start code and its class are read from this, never from the pixels under the mask). ``start_fill``
         "grey": flat grey (``HIDDEN_GREY``); "telea": OpenCV's Telea inpainting (Telea 2004), which reads
         only the pixels around the region."""
-        m = self.mask.to(x.device)
         if self.start_fill == "telea":
-            return torch.where(m > 0.5, telea_fill(x, self.mask), x)
-        return torch.where(m > 0.5, torch.full_like(x, HIDDEN_GREY), x)
+            return telea_fill(x, self.mask)  # pixels outside the region come back as given
+        return torch.where(self.mask.to(x.device) > 0.5, torch.full_like(x, HIDDEN_GREY), x)
 
     def clamp(self, x: torch.Tensor) -> torch.Tensor:
         """Observed pixels take the real values, bit for bit."""

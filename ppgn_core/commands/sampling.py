@@ -83,7 +83,7 @@ def _run_inpaint(args) -> int:
                          eps1_end=args.eps1_end, **_condition_overrides(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    masked = InpaintContext(x, mask, start_fill="grey").hide(x)
+    masked = InpaintContext(x, mask, start_fill="grey").hidden
     row = torch.cat([x.cpu(), masked.cpu(), result["images"]])
     save_png(grid(row, nrow=row.shape[0]), out / "result.png")
     rec = {k: v for k, v in result.items() if k not in ("images", "snapshots")}

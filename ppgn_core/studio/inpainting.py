@@ -38,7 +38,7 @@ class InpaintWorkflow:
         x = load_image(image, size).to(core.device)
         m = mask_to_tensor(mask, size).to(core.device)
         context = InpaintContext(x, m, eps4)  # validates mask and ε4; both runs share it (ε4 is each run's setting)
-        shown = InpaintContext(x, m, start_fill="grey").hidden  # the region to fill, in grey
+        shown = to_uint8(InpaintContext(x, m, start_fill="grey").hidden.cpu())[0]  # the region to fill, in grey
         cls = (top_class(core.bundle, context.hidden) if class_value in (None, "", "top class")
                else core.parse_class(class_value))
         runs = []
@@ -50,7 +50,7 @@ class InpaintWorkflow:
             runs.append(s.run(s.init_for_photo(1, core.device, x), steps, snapshot_every))
         x_u8 = to_uint8(x.cpu())[0]
         m_np = m.cpu()[0, 0].numpy() > 0.5
-        shown_input = upscale(to_uint8(shown.cpu())[0])
+        shown_input = upscale(shown)
         for a, b in zip(*runs):
             imgs = [to_uint8(a.image)[0], to_uint8(b.image)[0]]
             status = (f"class {cls}: {core.categories[cls]} — step {a.step}/{steps}; "
@@ -63,7 +63,7 @@ class InpaintWorkflow:
                 upd.record = {"class": cls, "class_name": core.categories[cls], "steps_run": a.step, "eps4": eps4,
                               "unmasked_max_abs_diff_uint8": diff, "p_class": [float(a.p_class[0]), float(b.p_class[0])]}
                 d = core.run_dir()
-                save_png(np.concatenate([to_uint8(shown.cpu())[0]] + imgs, axis=1), d / "inpaint.png")
+                save_png(np.concatenate([shown] + imgs, axis=1), d / "inpaint.png")
                 upd.files = [str(d / "inpaint.png")]
             yield upd
 
