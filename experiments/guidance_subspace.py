@@ -59,13 +59,11 @@ def gradient_map(kind: str, param, lam: torch.Tensor, vec: torch.Tensor):
     return lambda g: ((g @ vec) * scale) @ vec.T
 
 
-def patched_read(original, change):
-    def read(self, u, s, sigma, guide=True):
-        x, out, grad, d = original(self, u, s, sigma, guide)
-        if guide and change is not None:
-            grad = change(grad.flatten(1)).view_as(grad)
-        return x, out, grad, d
-    return read
+def gradient_hook(change):
+    """C's gradient wrt the state, changed by ``change`` (None: as it is), for ``ConditionGradient.hook``."""
+    if change is None:
+        return None
+    return staticmethod(lambda grad: change(grad.flatten(1)).view_as(grad))
 
 
 def main() -> None:
@@ -91,9 +89,8 @@ def main() -> None:
         mean, lam, vec = principal_components(bundle.code_diffusion, Path(args.cache), 2)
         torch.save((mean, lam, vec), pcs)
     print(f"PCs ready ({time.time() - t0:.0f} s)", flush=True)
-    original = sampler_module.LevelGuidance.read
     if args.evaluate_seed is not None:
-        sampler_module.LevelGuidance.read = patched_read(original, gradient_map("pcs", args.components, lam, vec))
+        sampler_module.ConditionGradient.hook = gradient_hook(gradient_map("pcs", args.components, lam, vec))
         sys.exit(evaluate_default(args.evaluate_seed, args.levels,
                                   f"reports/eval_ldm_pcs{args.components}_seed{args.evaluate_seed}"))
     judge, reference = _judge_and_reference("cpu")
@@ -105,11 +102,11 @@ def main() -> None:
     for label, (kind, param, eps2) in SETTINGS.items():
         if args.only and label not in args.only:
             continue
-        sampler_module.LevelGuidance.read = patched_read(original, gradient_map(kind, param, lam, vec))
+        sampler_module.ConditionGradient.hook = gradient_hook(gradient_map(kind, param, lam, vec))
         try:
-            run = run_preset_on_classes(bundle, replace(preset, paper_eps=(0.0, eps2, 0.0)), classes, args.chains, args.levels, args.seed, args.levels)
+            run = run_preset_on_classes(bundle, replace(preset, paper_eps=(preset.paper_eps[0], eps2, preset.paper_eps[2])), classes, args.chains, args.levels, args.seed, args.levels)
         finally:
-            sampler_module.LevelGuidance.read = original
+            sampler_module.ConditionGradient.hook = None
         rows[label] = {"eps2": eps2, **_judged(judge, reference, run.images, run.targets),
                        "seconds_per_sample": round(run.seconds / len(run.targets), 3)}
         print(label, json.dumps(rows[label]), flush=True)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ppgn_core.conditions import START_FILLS  # noqa: E402
 from ppgn_core.evaluation.inpainting import inpainting_eval  # noqa: E402
 from ppgn_core.nets.registry import load_bundle  # noqa: E402
-from ppgn_core.presets import DEFAULT_CHAIN_PRESET, get_preset, inpaint_steps  # noqa: E402
+from ppgn_core.presets import PHOTO_CHAIN_PRESET, get_preset, inpaint_steps  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     torch.set_num_threads(1)
     bundle = load_bundle("default")
     rows: dict = {}
-    runs = [] if args.no_chain else [(DEFAULT_CHAIN_PRESET, None)]
+    runs = [] if args.no_chain else [(PHOTO_CHAIN_PRESET, None)]
     runs += ([] if args.no_noise_start else [(args.preset, None)]) + [(args.preset, s) for s in args.sigmas]
     for preset, sigma in runs:
         p = get_preset(preset)

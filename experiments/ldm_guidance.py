@@ -68,7 +68,7 @@ SETTINGS = {
 
 
 def changed_preset(base, eps2: float, w: float, until: float | None, fields: dict):
-    return replace(base, cfg_scale=w, paper_eps=(0.0, eps2, 0.0), guidance_until=1e9 if until is None else until,
+    return replace(base, cfg_scale=w, paper_eps=(base.paper_eps[0], eps2, base.paper_eps[2]), guidance_until=1e9 if until is None else until,
                    **fields)
 
 

@@ -82,11 +82,11 @@ def chains(bundle, targets, step_hook=None, every: int = STEPS, starts: torch.Te
         s = build_sampler(preset, bundle, ClassCondition(clf, tb), seed=SEED * 1000 + k, **overrides)
         if prior is not None:
             s.prior = prior
+        if prior is not None:
+            s.rule.prior = prior
         if on_code:
-            s._evaluate = lambda z, st, need_grad, _s=s: _s.condition_gradient(z, lambda zz: zz, st, need_grad)
-        if step_hook is not None:
-            orig = s.step_direction
-            s.step_direction = lambda z, g, st, t, n, x=None, _o=orig: _o(z, step_hook(g), st, t, n, x)
+            s.rule.condition_image = lambda zz: zz
+        s.condition_gradient.hook = step_hook
         z0 = s.init(len(tb)) if starts is None else starts[lo:lo + BATCH]
         for sn in s.run(z0, steps, every):
             snaps.setdefault(sn.step, []).append(sn)

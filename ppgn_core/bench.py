@@ -243,11 +243,11 @@ def launch_app(bundle: str = "default", extra: list[str] | None = None, timeout:
 def sample_tab_args(preset: str, steps: int, chains: int) -> tuple:
     """The Sample tab's inputs for a run of ``preset`` as its sliders show it after picking it (its own ε,
     step size and robust condition; volcano, seed 0, no start image)."""
-    from .jobs import eps_to_log
+    from .jobs import eps_to_slider
 
     s = PRESETS[preset].settings()
-    return ("980: volcano", preset, eps_to_log(s.eps1), s.eps2, eps_to_log(s.eps3), s.lr, steps, chains, 0, None,
-            s.robust_k)
+    return ("980: volcano", preset, eps_to_slider(preset, s.eps1), s.eps2, eps_to_slider(preset, s.eps3), s.lr, steps,
+            chains, 0, None, s.robust_k)
 
 
 def app_ms_per_step(client, chains: int, steps: int = 30, preset: str = DEFAULT_PRESET) -> float:

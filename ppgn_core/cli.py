@@ -12,7 +12,7 @@ import sys
 
 from .commands.common import set_condition_size  # noqa: F401 (used by scripts)
 
-GROUPS = ("sampling", "evaluation", "training", "prior", "shipping")
+GROUPS = ("sampling", "chains", "evaluation", "training", "prior", "shipping")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

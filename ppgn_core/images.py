@@ -143,6 +143,8 @@ def grid(images: torch.Tensor, nrow: int, pad: int = 2) -> np.ndarray:
 
 
 def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
+    """A PNG at ``path`` (its folder made where missing)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, optimize=True)
 
 

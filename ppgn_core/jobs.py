@@ -12,7 +12,7 @@ import torch
 from .conditions import ClassCondition, Condition, InpaintContext, MultiCondition, UnitCondition, class_index
 from .nets.registry import ModelBundle
 from .presets import DEFAULT_PRESET, build_sampler, get_preset
-from .sampler import AT_TARGET, MAX_ROBUST_K, GuidedDenoisingSampler, Sampler, Snapshot
+from .sampler import AT_TARGET, MAX_ROBUST_K, Sampler, Snapshot
 
 #: caps sized for a 2-core, 24 GiB machine; raise them with the environment variables
 MAX_STEPS = int(os.environ.get("PPGN_MAX_STEPS", "2000"))
@@ -32,6 +32,20 @@ def eps_from_log(v: float) -> float:
 def eps_to_log(v: float) -> float:
     """The log10 slider value of an ε, in the sliders' half-decade steps (0: ``EPS_OFF_LOG``)."""
     return EPS_OFF_LOG if v <= 0 else max(EPS_OFF_LOG + 0.5, round(math.log10(v) * 2) / 2)
+
+
+def eps_slider_linear(preset: str) -> bool:
+    """Whether the app's ε1 and ε3 sliders of ``preset`` show ε itself (a denoising chain: ε1 near 1, ε3 a noise
+    level) rather than log10 ε (MALA-approx: ε over many decades)."""
+    return not get_preset(preset).is_chain
+
+
+def eps_to_slider(preset: str, v: float) -> float:
+    return float(v) if eps_slider_linear(preset) else eps_to_log(v)
+
+
+def eps_from_slider(preset: str, v: float) -> float:
+    return float(v) if eps_slider_linear(preset) else eps_from_log(v)
 
 
 @dataclass
@@ -135,10 +149,11 @@ def make_condition(bundle: ModelBundle, classes: list[str | int], neuron: str | 
 
 
 def make_sampler(bundle: ModelBundle, req: SampleRequest, context: InpaintContext | None = None,
-                 condition: Condition | None = None) -> Sampler:
+                 condition: Condition | None = None, **preset_fields) -> Sampler:
+    """The request's sampler; ``preset_fields``: a denoising preset's fields (``presets.GUIDED_OVERRIDES``)."""
     req.validate()
     cond = condition or make_condition(bundle, req.classes, req.neuron, req.weights)
-    return build_sampler(req.preset, bundle, cond, seed=req.seed, context=context, **req.overrides())
+    return build_sampler(req.preset, bundle, cond, seed=req.seed, context=context, **req.overrides(), **preset_fields)
 
 
 def chain_records(first: Snapshot, last: Snapshot, neuron: bool) -> list[dict]:
@@ -177,8 +192,8 @@ def result_record(req: SampleRequest, sampler: Sampler, snaps: list[Snapshot], s
         "recoveries": sampler.recoveries, "seconds": round(seconds, 3), "device": device,
         "condition_input_size": sampler.condition.classifier.input_size,
         "request": asdict(req), "eps_schedule": schedule_changes(sampler.schedule),
-        **({"sampler": "guided denoising", "noise_levels": [round(v, 5) for v in sampler.levels]}
-           if isinstance(sampler, GuidedDenoisingSampler) else {}),
+        **({"sampler": "guided denoising", "noise_levels": [round(v, 5) for v in sampler.levels],
+            "kept_steps": [sn.step for sn in snaps if sn.kept]} if sampler.levels else {}),
     }
 
 

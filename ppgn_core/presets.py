@@ -13,8 +13,8 @@ import torch
 
 from .conditions import Condition, InpaintContext, RealismCondition, class_labels
 from .nets.registry import ModelBundle
-from .priors import AnnealedDAEPrior, DAEPrior, GaussianPrior, ImagePrior, JointPrior, NoPrior, Prior
-from .sampler import Control, GuidedDenoisingSampler, Sampler, StepSettings
+from .priors import AnnealedDAEPrior, DAEPrior, DiffusionPrior, GaussianPrior, ImagePrior, JointPrior, NoPrior, Prior
+from .sampler import Control, Sampler, StepSettings, denoising_sampler
 from .spaces import CodeSpace, FourierSpace, PixelSpace, Space
 
 
@@ -23,7 +23,7 @@ class Preset:
     name: str
     title: str
     space: str  # "h" | "x" | "fourier"
-    prior: str  # "none" | "gaussian" | "hdae" | "hdae-annealed" | "xdae" | "joint" | "joint-noisy" | "hand-designed"
+    prior: str  # "none" | "gaussian" | "hdae" | "hdae-annealed" | "xdae" | "joint" | "joint-noisy" | "hand-designed" | "diffusion"
     paper_eps: tuple[float, float, float]
     units: str = "native"  # "pixel255": ε in 0–255 pixel units (PPGN-x), converted to [0, 1]
     step_form: str = "release"
@@ -37,7 +37,7 @@ class Preset:
     realism: float = 0.0  # weight of log D(real|x) (needs D in the bundle; 0: off)
     p_target: float = 1.0  # a chain whose p(class) under C reached this is satisfied (1: never)
     at_target: str = "prior"  # what a satisfied chain does: "prior" (the prior alone) or "stop"
-    sigma_start: float = 1.0  # "hdae-annealed": R_h's noise level at the first step (standardised code units) …
+    sigma_start: float = 1.0  # "hdae-annealed", "diffusion": the noise level of the first step (standardised code units) …
     sigma_end: float = 0.1  # … and at the last
     sampler: str = "mala"  # "mala": MALA-approx (Eq. 5); "guided": guided denoising of R_h(h, σ) from σ_start to σ_end
     churn: float = 0.0  # "guided": fresh noise raising σ to σ(1 + churn) before each level (0 = the deterministic ODE)
@@ -49,7 +49,9 @@ class Preset:
     cfg_scale: float = 0.0  # "guided" on the diffusion prior: classifier-free guidance toward the class (0: p(h))
     cfg_interval: tuple[float, float] | None = None  # … only at levels lo < σ ≤ hi (outside: the conditional prior)
     photo_sigma: float | None = None  # "guided": a run on a photo starts at its code noised to this σ (None: from noise)
-    steps: int = 60  # the steps (noise levels, for "guided") a run takes unless told otherwise
+    steps: int = 60  # the steps a run takes unless told otherwise
+    levels: int | None = None  # "guided": the noise levels of the first sample (None: all the run's steps)
+    round_levels: int = 12  # "guided": the levels of each later sample, redrawn from the last one noised to ε3
     note: str = ""
 
     def settings(self, **overrides) -> StepSettings:
@@ -67,8 +69,9 @@ class Preset:
 
     @property
     def is_chain(self) -> bool:
-        """Whether this preset runs MALA-approx chains (they start from noise or a photo's code and keep
-        sampling); guided denoising draws each sample over the noise levels instead, in one pass."""
+        """Whether this preset runs MALA-approx chains (paper Eq. 5 with a step size); a guided denoising
+        preset steps down its prior's noise levels instead, and its chain keeps a sample every
+        ``round_levels`` steps after the first ``levels``."""
         return self.sampler == "mala"
 
     @property
@@ -85,8 +88,9 @@ class Preset:
             e1 = f"{e1} → {self.eps1_end:g}"
         units = " in 0–255 pixel units" if self.units == "pixel255" else ""
         if self.sampler == "guided":
-            e1, e3 = "—", "—"
-            step = f"one step per noise level σ {self.sigma_start:g} → {self.sigma_end:g}, guidance ε2·σ"
+            first = f"{self.levels} levels" if self.levels else "one step per level"
+            step = (f"{first} σ {self.sigma_start:g} → {self.sigma_end:g} to the first sample, then a sample every "
+                    f"{self.round_levels} levels from the last one noised to σ = ε3; C's push ε2·σ a level")
             step += f" while σ ≥ {self.guidance_until:g}" if self.guidance_until > 0 else ""
             step += f", churn {self.churn:g}" if self.churn > 0 else ""
             step += f", C's gradient every {self.guide_every} levels" if self.guide_every > 1 else ""
@@ -137,8 +141,12 @@ DEFAULT_P_TARGET = 0.999
 #: stopping rule (reports/tuning/rh_prior_1k_g2.json): 65.6% robust, precision 28.1%, against 60.9% and
 #: 15.6% for Noiseless Joint PPGN-h on the same classes and starts.
 RH_EPS1 = 1e-4
-#: guided-ppgn-h: how far, in units of the noise level σ, the condition moves each level's denoised code
-GUIDANCE = 1.0
+#: The denoising presets' ε (:class:`~ppgn_core.steps.DenoisingStep`): ε1 = 1 follows the prior's own
+#: probability-flow ODE; ε2 = 1 lets C move the code by σ per element (RMS) over a level; ε3 = 4 is the
+#: level a chain's last sample is noised to before each new one is drawn, over ROUND_LEVELS levels
+#: (reports/chains/knobs.json measures each knob).
+DENOISING_EPS = (1.0, 1.0, 4.0)
+ROUND_LEVELS = 12
 
 #: ldm-ppgn-h: the prior's own classifier-free guidance toward the class, beside C's guidance. On 32 held-out
 #: classes at 20 levels (reports/prior/guidance_choices.json) w = 2 gave the best robust top-1 (78% against
@@ -170,12 +178,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            note="Sec. 3.3, Eq. 11, with the convolutional R_h of the 1,000-class code; ε1, step, robust "
                 "condition and stopping rule picked on held-out classes by the robust judge "
                 "(reports/tuning/rh_prior_1k_g2.json) and checked on the 110-class set"),
-    Preset("guided-ppgn-h", "Guided denoising of a noise-conditional R_h (not in the paper)", "h", "hdae-annealed",
-           (0.0, GUIDANCE, 0.0), robust_k=DEFAULT_ROBUST_K, sampler="guided", sigma_start=10.0, sigma_end=0.05,
+    Preset("guided-ppgn-h", "Guided denoising of a noise-conditional R_h (not in the paper)", "h", "diffusion",
+           DENOISING_EPS, robust_k=DEFAULT_ROBUST_K, sampler="guided", sigma_start=10.0, sigma_end=0.05, levels=60,
+           round_levels=ROUND_LEVELS,
            note="R_h(h, σ) trained at every noise level draws the code from noise; the condition steers each "
                 "level's denoised code by ε2·σ (classifier guidance); the steps are the noise levels"),
     Preset("ldm-ppgn-h", "Guided denoising of the latent diffusion prior over h (not in the paper)", "h",
-           "hdae-annealed", (0.0, GUIDANCE, 0.0), robust_k=LDM_ROBUST_K, sampler="guided", sigma_start=10.0,
+           "diffusion", DENOISING_EPS, robust_k=LDM_ROBUST_K, sampler="guided", sigma_start=10.0, levels=LDM_LEVELS,
+           round_levels=ROUND_LEVELS,
            sigma_end=0.05, code_prior="code_diffusion", solver="dpmpp2m", cfg_scale=LDM_CFG, steps=LDM_LEVELS,
            photo_sigma=LDM_PHOTO_SIGMA,
            note="a class-conditional U-Net trained as an EDM denoiser on E's codes draws h from noise; C steers "
@@ -212,10 +222,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 #: The default: ldm-ppgn-h, the latent diffusion prior steered by C (docs/results.md: the 110-class set and the
 #: paper's 20 under the robust judge, held-out choices in reports/prior/). guided-ppgn-h was the default before it.
 DEFAULT_PRESET = "ldm-ppgn-h"
-#: The default MALA-approx chain: what a run that needs a chain uses (a start from a photo's code that keeps
-#: sampling, the t-SNE tab's samples taken along chains), since guided denoising draws each sample in one
-#: pass over the noise levels.
-DEFAULT_CHAIN_PRESET = "ppgn-h"
+#: The chains the t-SNE tab lays out: the default's own (its first sample, then one every ROUND_LEVELS levels from
+#: the last noised to ε3; reports/chains/mixing_110.json against ppgn-h's MALA-approx chains).
+DEFAULT_CHAIN_PRESET = "ldm-ppgn-h"
+#: A start from a photo's code with a preset that cannot start there (no photo_sigma) falls back to this one.
+PHOTO_CHAIN_PRESET = "ppgn-h"
 #: Inpainting's default: the latent diffusion prior from the photo's code (the region filled by Telea's method)
 #: noised to σ = LDM_PHOTO_SIGMA, as good as ppgn-h's 100 steps in a third of the time (docs/results.md,
 #: Inpainting; the start and σ picked on other photos than those reported).
@@ -223,9 +234,9 @@ DEFAULT_INPAINT_PRESET = "ldm-ppgn-h"
 
 
 def default_preset(needs_chain: bool = False) -> str:
-    """The preset a run gets when none is named: ``DEFAULT_PRESET``, or ``DEFAULT_CHAIN_PRESET`` for a run
-    that needs a MALA-approx chain (a start from a photo's code)."""
-    return DEFAULT_CHAIN_PRESET if needs_chain else DEFAULT_PRESET
+    """The preset a run gets when none is named: ``DEFAULT_PRESET``, or ``PHOTO_CHAIN_PRESET`` for a run
+    that needs a MALA-approx chain from a photo's code itself."""
+    return PHOTO_CHAIN_PRESET if needs_chain else DEFAULT_PRESET
 
 
 #: the steps an inpainting MALA-approx chain takes unless told otherwise (guided denoising: its own levels)
@@ -284,6 +295,8 @@ def make_prior(preset: Preset, bundle: ModelBundle) -> Prior:
         return DAEPrior(bundle.code_dae)
     if kind == "hdae-annealed":
         return AnnealedDAEPrior(_score_dae(preset, bundle), preset.sigma_start, preset.sigma_end)
+    if kind == "diffusion":
+        return DiffusionPrior(_score_dae(preset, bundle))
     if kind == "xdae":
         if bundle.image_dae is None:
             raise ValueError("preset ppgn-x needs the image DAE R_x in the model bundle")
@@ -299,15 +312,16 @@ def make_prior(preset: Preset, bundle: ModelBundle) -> Prior:
     raise ValueError(f"unknown prior {kind!r}")
 
 
-#: Fields of a guided denoising preset that a run may change beside its step settings (``evaluate --churn``)
-GUIDED_OVERRIDES = ("churn", "photo_sigma")
+#: Fields of a guided denoising preset that a run may change beside its step settings (``evaluate --churn``,
+#: ``tsne --every``)
+GUIDED_OVERRIDES = ("churn", "photo_sigma", "levels", "round_levels")
 
 
 def build_sampler(preset: Preset | str, bundle: ModelBundle, condition: Condition, seed: int = 0,
                   context: InpaintContext | None = None, control: Control | None = None,
                   **overrides) -> Sampler:
-    """Plug a preset's space and prior, the bundle's networks and a condition into a Sampler. ``overrides``:
-    step settings, and for a guided denoising preset the fields in ``GUIDED_OVERRIDES``."""
+    """Plug a preset's space, prior and step rule, the bundle's networks and a condition into a Sampler.
+    ``overrides``: step settings, and for a guided denoising preset the fields in ``GUIDED_OVERRIDES``."""
     p = get_preset(preset) if isinstance(preset, str) else preset
     fields = {k: overrides.pop(k) for k in GUIDED_OVERRIDES if k in overrides}
     if fields:
@@ -320,11 +334,11 @@ def build_sampler(preset: Preset | str, bundle: ModelBundle, condition: Conditio
     realism = None if bundle.discriminator is None else RealismCondition(bundle.discriminator)
     if p.sampler == "guided":
         labels = class_labels(condition) if p.code_prior == "code_diffusion" else None
-        return GuidedDenoisingSampler(space, _score_dae(p, bundle), condition, control, p.sigma_start, p.sigma_end,
-                                      seed=seed, realism=realism, churn=p.churn, guidance_until=p.guidance_until,
-                                      solver=p.solver, labels=labels, cfg_scale=p.cfg_scale, context=context,
-                                      guide_every=p.guide_every, guide_on=p.guide_on, cfg_interval=p.cfg_interval,
-                                      photo_sigma=p.photo_sigma)
+        return denoising_sampler(space, _score_dae(p, bundle), condition, control, p.sigma_start, p.sigma_end,
+                                 seed=seed, realism=realism, labels=labels, cfg_scale=p.cfg_scale,
+                                 cfg_interval=p.cfg_interval, context=context, solver=p.solver, churn=p.churn,
+                                 guidance_until=p.guidance_until, guide_every=p.guide_every, guide_on=p.guide_on,
+                                 photo_sigma=p.photo_sigma, levels=p.levels, round_levels=p.round_levels)
     if p.sampler != "mala":
         raise ValueError(f"unknown sampler {p.sampler!r}: mala or guided")
     max_abs = None

@@ -8,7 +8,9 @@ A prior returns a *direction* d(z) in the sampled space such that ``z ← z + ε
   PPGN-h (R_h, a DAE on h: an MLP, paper S9.3, or convolutional for a spatial code; Eq. 11).
 * :class:`AnnealedDAEPrior` — the same with a noise-conditional R_h(h, σ) whose σ falls from
   ``sigma_start`` to ``sigma_end`` over the chain (annealed Langevin, Song & Ermon 2019; not in
-  the paper). :func:`sample_codes` draws codes from that R_h alone (a start for the chains).
+  the paper).
+* :class:`DiffusionPrior` — (D(u; σ) − u)/σ², the score of the latent diffusion prior (or R_h(h, σ)) at the
+  step's noise level σ; :func:`sample_codes` draws codes from it alone.
 * :class:`JointPrior` — d = E(G(h)) − h: G and E as an autoencoder of h (Joint PPGN-h, Sec. 3.4
   with noise on x, h1 and h; Noiseless Joint PPGN-h, Sec. 3.5 without).
 * :class:`ImagePrior` — hand-designed image priors of Sec. S7 (Gaussian blur, total variation),
@@ -165,34 +167,49 @@ class CodeDenoiser:
         return self.dae.guided_denoise(u, sigma, y, self.scale_at(sigma))
 
 
+class DiffusionPrior(Prior):
+    """The p(h) term of a noise-conditional code prior (the latent diffusion prior, or R_h(h, σ)) at noise
+    level σ: ∂log p_σ(u)/∂u = (D(u; σ) − u)/σ² for the standardised code u, the same role as the DAE terms of
+    Eq. 6–7 with σ known instead of pulled into ε1. ``denoise`` is D (:class:`CodeDenoiser`, classifier-free
+    guidance included); the level is the step's, set by the step rule (:mod:`ppgn_core.steps`)."""
+
+    name = "diffusion"
+
+    def __init__(self, dae: nn.Module, denoise: "CodeDenoiser | None" = None):
+        self.dae = dae
+        self.denoise = denoise if denoise is not None else CodeDenoiser(dae)
+        self.sigma: float | None = None
+
+    @staticmethod
+    def score(u: torch.Tensor, sigma: float, denoised: torch.Tensor) -> torch.Tensor:
+        """(D − u)/σ² for a denoised estimate D of u at level σ."""
+        return (denoised - u) / (sigma * sigma)
+
+    def direction(self, z, to_image, gen):
+        if self.sigma is None:
+            raise ValueError("the diffusion prior's term needs a noise level (set by its step rule)")
+        with torch.no_grad():
+            return self.score(z, self.sigma, self.denoise(z, self.sigma))
+
+
 @torch.no_grad()
 def sample_codes(dae: nn.Module, n: int, gen: torch.Generator, steps: int = 24, sigma_max: float = 10.0,
                  sigma_min: float = 0.05, device: torch.device | str = "cpu", solver: str = "heun",
                  labels: torch.Tensor | None = None, cfg_scale: float = 0.0,
                  levels: list[float] | None = None) -> torch.Tensor:
-    """Codes drawn from a noise-conditional code prior alone (R_h(h, σ) or the latent diffusion prior):
-    start from N(0, σ_max²) in standardised units and integrate the probability-flow ODE
-    du/dσ = (u − D(u, σ))/σ down to σ_min by Heun's method (Karras et al. 2022) or DPM-Solver++(2M),
-    then take the denoised code at σ_min. ``labels`` and ``cfg_scale`` > 0: classifier-free guidance
+    """Codes drawn from a noise-conditional code prior alone (R_h(h, σ) or the latent diffusion prior): start
+    from N(0, σ_max²) in standardised units and follow the prior's term down the noise levels to σ_min with the
+    sampler's own solver step (:func:`ppgn_core.steps.prior_flow`: Heun, Karras et al. 2022, or
+    DPM-Solver++(2M)), landing on the denoised code. ``labels`` and ``cfg_scale`` > 0: classifier-free guidance
     of a class-conditional prior toward those classes. ``levels``: the noise levels to take instead of
     ``steps`` levels from σ_max to σ_min. Seeded by ``gen``."""
-    from .solvers import dpmpp2m, heun
+    from .steps import prior_flow
 
     if solver not in ("heun", "dpmpp2m"):
         raise ValueError(f"solver must be heun or dpmpp2m, got {solver!r}")
-
-    denoise = CodeDenoiser(dae, labels, cfg_scale)
     levels = noise_levels(steps, sigma_max, sigma_min) if levels is None else list(levels)
     u = torch.randn(n, *dae.code_shape, generator=gen).to(device) * levels[0]
-    previous = None
-    for i, s in enumerate(levels):
-        s_next = levels[i + 1] if i + 1 < len(levels) else 0.0
-        d = denoise(u, s)
-        if solver == "heun":
-            u = heun(u, s, s_next, d, lambda v, s_next=s_next: denoise(v, s_next))
-        else:
-            u, previous = dpmpp2m(u, s, s_next, d, previous), (s, d)
-    return dae.unstandardise(u)
+    return dae.unstandardise(prior_flow(CodeDenoiser(dae, labels, cfg_scale), u, levels, solver))
 
 
 class JointPrior(Prior):

@@ -1,6 +1,6 @@
 """One step of the probability-flow ODE du/dσ = (u − D(u, σ))/σ of a noise-conditional code prior, from
 level σ to ``s_next`` (0: the last step, which lands on the denoised estimate). D may be guided (the
-condition's push added to the prior's estimate). Used by the guided sampler and by ``priors.sample_codes``.
+condition's push added to the prior's estimate). Used by the denoising step rule (:mod:`ppgn_core.steps`) and by ``priors.sample_codes``.
 
 * :func:`euler` — first order, one evaluation of D a level;
 * :func:`heun` — EDM Alg. 1 (Karras et al. 2022): a second evaluation at the next level, averaged;
@@ -33,12 +33,18 @@ def heun(u: torch.Tensor, sigma: float, s_next: float, denoised: torch.Tensor,
     return u + (s_next - sigma) * 0.5 * ((u - denoised) / sigma + (u_next - d2) / s_next)
 
 
+def dpmpp2m_weights(sigma_prev: float, sigma: float, s_next: float) -> tuple[float, float]:
+    """(a, b) with DPM-Solver++(2M)'s estimate a·D + b·D_prev over the step from σ to s_next > 0."""
+    r = math.log(sigma_prev / sigma) / math.log(sigma / s_next)
+    return 1 + 1 / (2 * r), -1 / (2 * r)
+
+
 def dpmpp2m(u: torch.Tensor, sigma: float, s_next: float, denoised: torch.Tensor,
             previous: tuple[float, torch.Tensor] | None) -> torch.Tensor:
     """D extrapolated from ``previous`` = (σ, D) of the level before (None at the first level: Euler)."""
-    if previous is None or s_next == 0:
+    if previous is None or s_next == 0 or previous[0] == sigma or sigma == s_next:  # (equal levels: no slope to extrapolate)
         return euler(u, sigma, s_next, denoised)
     sigma_prev, denoised_prev = previous
-    r = math.log(sigma_prev / sigma) / math.log(sigma / s_next)
-    extrapolated = (1 + 1 / (2 * r)) * denoised - 1 / (2 * r) * denoised_prev
+    a, b = dpmpp2m_weights(sigma_prev, sigma, s_next)
+    extrapolated = a * denoised + b * denoised_prev
     return (s_next / sigma) * u + (1 - s_next / sigma) * extrapolated

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ppgn_core.jobs import MAX_STEPS
-from ppgn_core.presets import DEFAULT_CHAIN_PRESET, DEFAULT_INPAINT_PRESET, get_preset, inpaint_steps
+from ppgn_core.presets import PHOTO_CHAIN_PRESET, DEFAULT_INPAINT_PRESET, get_preset, inpaint_steps
 from ppgn_core.sampler import Control
 from ppgn_core.studio import Studio, editor_background
 
@@ -27,7 +27,7 @@ def _layout(studio: Studio) -> SimpleNamespace:
                                 allow_custom_value=True)
             w.prior = gr.Radio([(f"latent diffusion prior, from the photo's code noised ({DEFAULT_INPAINT_PRESET})",
                                  DEFAULT_INPAINT_PRESET),
-                                (f"MALA-approx chain from the photo's code ({DEFAULT_CHAIN_PRESET})", DEFAULT_CHAIN_PRESET)],
+                                (f"MALA-approx chain from the photo's code ({PHOTO_CHAIN_PRESET})", PHOTO_CHAIN_PRESET)],
                                value=DEFAULT_INPAINT_PRESET, label="Sampler (both start from the photo with the region "
                                "filled from its surroundings)", elem_id="inpaint-prior")
             w.steps = gr.Slider(1, MAX_STEPS, value=inpaint_steps(DEFAULT_INPAINT_PRESET), step=1,

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ppgn_core.presets import get_preset
+from ppgn_core.presets import ROUND_LEVELS, get_preset
 from ppgn_core.sampler import Control
 from ppgn_core.studio import Studio
 from ppgn_core.studio.neurons import NEURON_PRESET, NEURON_PRESETS
@@ -25,12 +25,14 @@ def _layout(studio: Studio) -> SimpleNamespace:
             with gr.Row():
                 w.unit = gr.Number(0, precision=0, label="unit", minimum=0)
                 w.random = gr.Button("random unit")
-            w.sampler = gr.Radio([(f"latent diffusion prior steered by the unit ({NEURON_PRESET})", NEURON_PRESET),
+            w.sampler = gr.Radio([(f"latent diffusion prior's chains steered by the unit ({NEURON_PRESET})", NEURON_PRESET),
                                   ("multifaceted visualisation, MALA-approx chains (mfv)", "mfv")],
                                  value=NEURON_PRESET, label="Sampler", elem_id="neurons-sampler")
             w.chains = gr.Slider(1, 8, value=3, step=1, label="chains")
-            w.segments = gr.Slider(1, 6, value=2, step=1, label="rounds (each from fresh starts)")
-            w.steps = gr.Slider(2, 200, value=30, step=1, label="steps per round (noise levels for the diffusion prior)")
+            w.segments = gr.Slider(1, 6, value=2, step=1, label="samples a chain (the diffusion prior's chain goes on "
+                                   "from its last sample; mfv restarts from fresh codes)")
+            w.steps = gr.Slider(2, 200, value=ROUND_LEVELS, step=1,
+                                label="steps between samples (noise levels for the diffusion prior; mfv: steps a restart)")
             w.facets = gr.Slider(1, 6, value=2, step=1, label="facets (k-means clusters)")
             w.seed = seed_box()
             w.run, w.stop = run_stop_buttons("neurons")

@@ -7,14 +7,14 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ppgn_core.jobs import MAX_CHAINS, MAX_STEPS, SampleRequest
+from ppgn_core.jobs import MAX_CHAINS, MAX_STEPS, SampleRequest, eps_from_slider, eps_slider_linear, eps_to_slider
 from ppgn_core.plots import curve_figure
 from ppgn_core.presets import DEFAULT_PRESET, PRESETS, default_preset, get_preset
 from ppgn_core.sampler import MAX_ROBUST_K, Control
 from ppgn_core.studio import Studio
 
-from .widgets import (OFF, chains_gallery, downloads, fail, from_log, progress, run_stop_buttons, seed_box,
-                      take_control, to_log, wire_run, wire_stop)
+from .widgets import (OFF, chains_gallery, downloads, eps_slider, fail, progress, run_stop_buttons, seed_box,
+                      take_control, wire_run, wire_stop)
 
 
 #: minimum time between two streamed updates: encoding the gallery, plot and filmstrip of each
@@ -30,9 +30,49 @@ def update_interval(chains: int) -> float:
     return max(UPDATE_INTERVAL_S, 0.15 * chains)
 
 
+#: samples a denoising chain keeps in a Sample-tab run unless the steps slider says otherwise (its first
+#: picture arrives as early as a one-shot run's; the chain then goes on)
+APP_SAMPLES = 6
+
+#: what each slider does, by the kind of preset (the knobs measured in reports/chains/knobs.json)
+HELP = {
+    "denoising": ("ε1 — the prior's pull: 1 follows the diffusion prior's own flow; below 1 leaves noise in the "
+                  "picture (less photo-like), above 1 smooths it toward typical codes",
+                  "ε2 — the classifier's pull: how far C moves the code over each level, in units of its noise "
+                  "level (0 = the prior alone; above 1 the push overshoots: less of the class, not more)",
+                  "ε3 — how far the chain moves between samples: the noise level each new sample is redrawn from "
+                  "(more: more varied samples, less of the class; 0 = the chain keeps its sample)"),
+    "mala": ("log10 ε1 — prior: the weight of the prior's term (−18 = off)",
+             "ε2 — condition: the weight of ∂log p(class|x)",
+             "log10 ε3 — noise: the standard deviation of the noise added each step (−18 = off)"),
+}
+
+
+def app_steps(name: str) -> int:
+    """The steps slider's value for a preset: its own steps, or for a denoising chain its first sample and
+    APP_SAMPLES − 1 more."""
+    p = get_preset(name)
+    return p.steps if p.is_chain else (p.levels or p.steps) + (APP_SAMPLES - 1) * p.round_levels
+
+
+def _eps_sliders(name: str) -> tuple[dict, dict, dict]:
+    """gr.update()s of the ε1, ε2, ε3 sliders for a preset: ε itself for a denoising chain, log10 ε for MALA."""
+    p = get_preset(name)
+    s = p.settings()
+    e1, e2, e3 = HELP["denoising" if eps_slider_linear(name) else "mala"]
+    if eps_slider_linear(name):
+        return (dict(minimum=0.0, maximum=3.0, step=0.05, value=s.eps1, label=e1),
+                dict(minimum=0.0, maximum=10.0, step=0.05, value=s.eps2, label=e2),
+                dict(minimum=0.0, maximum=10.0, step=0.25, value=s.eps3, label=e3))
+    return (dict(minimum=OFF, maximum=1.0, step=0.5, value=eps_to_slider(name, s.eps1), label=e1),
+            dict(minimum=0.0, maximum=10.0, step=0.05, value=s.eps2, label=e2),
+            dict(minimum=OFF, maximum=0.0, step=0.5, value=eps_to_slider(name, s.eps3), label=e3))
+
+
 def _layout(studio: Studio) -> SimpleNamespace:
     preset0 = get_preset(DEFAULT_PRESET)
-    p0, chain = preset0.settings(), preset0.is_chain
+    p0 = preset0.settings()
+    e1, e2, e3 = _eps_sliders(DEFAULT_PRESET)
     w = SimpleNamespace()
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
@@ -41,15 +81,14 @@ def _layout(studio: Studio) -> SimpleNamespace:
             w.preset = gr.Dropdown([(p.title, p.name) for p in PRESETS.values()], value=DEFAULT_PRESET,
                                    label="Preset (paper variant)", elem_id="sample-preset")
             w.about = gr.Markdown(preset0.describe(), elem_id="preset-about")
-            w.e1 = gr.Slider(OFF, 1, value=to_log(p0.eps1), step=0.5, label="log10 ε1 — prior (−18 = off)",
-                             elem_id="eps1", interactive=chain)
-            w.e2 = gr.Slider(0, 10, value=p0.eps2, step=0.05, label="ε2 — condition", elem_id="eps2")
-            w.e3 = gr.Slider(OFF, 0, value=to_log(p0.eps3), step=0.5, label="log10 ε3 — noise (−18 = off)",
-                             interactive=chain)
+            w.e1 = eps_slider(**e1, elem_id="eps1")
+            w.e2 = gr.Slider(**e2, elem_id="eps2")
+            w.e3 = eps_slider(**e3, elem_id="eps3")
             w.lr = gr.Slider(0.001, 1.0, value=p0.lr, step=0.001, label="step size (× the code's spread)",
-                             interactive=chain)
-            w.steps = gr.Slider(1, MAX_STEPS, value=preset0.steps, step=1, label="steps (noise levels, for guided "
-                                "denoising)")
+                             interactive=preset0.is_chain)
+            w.steps = gr.Slider(1, MAX_STEPS, value=app_steps(DEFAULT_PRESET), step=1,
+                                label="steps (a denoising chain: its first sample, then one every "
+                                      f"{preset0.round_levels} levels; Stop keeps what was made)")
             w.chains = gr.Slider(1, MAX_CHAINS, value=4, step=1, label="chains")
             w.seed = seed_box()
             w.robust = gr.Slider(0, MAX_ROBUST_K, value=p0.robust_k, step=1, elem_id="sample-robust",
@@ -69,13 +108,12 @@ def _layout(studio: Studio) -> SimpleNamespace:
 
 
 def _on_preset(name):
-    """The sliders follow the preset (the steps slider its own step count); ε1, ε3 and the step size are
-    greyed out for a preset that does not use them (guided denoising: its steps are the noise levels, ε2
-    its guidance)."""
+    """The sliders follow the preset: their scale, range and help (ε itself for a denoising chain, log10 ε for
+    MALA-approx), its ε and its steps; the step size is greyed out where a preset has none."""
     p = get_preset(name)
-    s = p.settings()
-    used = lambda value: gr.update(value=value, interactive=p.is_chain)  # noqa: E731
-    return used(to_log(s.eps1)), s.eps2, used(to_log(s.eps3)), used(s.lr), s.robust_k, p.describe(), p.steps
+    e1, e2, e3 = _eps_sliders(name)
+    return (gr.update(**e1), gr.update(**e2), gr.update(**e3), gr.update(value=p.settings().lr, interactive=p.is_chain),
+            p.settings().robust_k, p.describe(), app_steps(name))
 
 
 def _on_start_image(path, name):
@@ -94,12 +132,15 @@ def _live(state, e1, e2, e3, lr):
     ctl = state.get("control")
     if ctl is None or ctl.stopped:
         return "settings apply to the next run"
+    preset = state.get("preset", DEFAULT_PRESET)
     try:
-        s = ctl.update(eps1=from_log(e1), eps2=float(e2), eps3=from_log(e3), **ctl.settings.step_sizes(float(lr)))
+        s = ctl.update(eps1=eps_from_slider(preset, e1), eps2=float(e2), eps3=eps_from_slider(preset, e3),
+                       **ctl.settings.step_sizes(float(lr)))
     except ValueError as err:
         fail(err)
-    if not state.get("chain", True):  # guided denoising: ε2 is the guidance; ε1, ε3 and the step are unused
-        return f"live: next noise levels use guidance ε2 = {s.eps2:.3g}"
+    if eps_slider_linear(preset):
+        return (f"live: next steps use ε1 = {s.eps1:.3g} (prior's pull), ε2 = {s.eps2:.3g} (C's pull); the next "
+                f"sample is redrawn from noise level ε3 = {s.eps3:.3g}")
     e1 = f"{s.eps1:.3g}" if s.eps1_end is None else f"{s.eps1:.3g} → {s.eps1_end:.3g} over the run"
     step = f"{s.lr:.3g}" if s.lr_end == s.lr else f"{s.lr:.3g} → {s.lr_end:.3g} over the run"
     return f"live: next steps use ε = ({e1}, {s.eps2:.3g}, {s.eps3:.3g}), step {step}"
@@ -116,12 +157,13 @@ def build_sample_tab(studio: Studio, session: gr.State) -> None:
     def run(state, cls, preset, e1, e2, e3, lr, steps, chains, seed, start, robust=0, clicked_at=None):
         try:
             req = SampleRequest(classes=[studio.parse_class(cls)], preset=preset, steps=int(steps),
-                                chains=int(chains), seed=int(seed or 0), eps=(from_log(e1), float(e2), from_log(e3)),
+                                chains=int(chains), seed=int(seed or 0),
+                                eps=(eps_from_slider(preset, e1), float(e2), eps_from_slider(preset, e3)),
                                 lr=float(lr), snapshot_every=max(1, int(steps) // 30),
                                 robust_k=int(robust or 0)).validate()
             control = Control(get_preset(preset).settings(**req.overrides()))
             take_control(state, control, clicked_at)
-            state["chain"] = get_preset(preset).is_chain
+            state["preset"] = get_preset(preset).name
             t0, shown = time.time(), 0.0
             for u in studio.sampling.stream(req, control, start):
                 if not u.final and u.step > 0 and time.time() - shown < update_interval(req.chains):

@@ -1,4 +1,4 @@
-"""t-SNE grid tab: many chain samples of one class, laid out by similarity (paper Figs. S11–S12)."""
+"""t-SNE grid tab: the samples chains of one class keep, laid out by similarity (paper Figs. S11–S12)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import gradio as gr
 
 from ppgn_core.jobs import MAX_CHAINS, MAX_STEPS
 from ppgn_core.plots import tsne_figure
-from ppgn_core.presets import DEFAULT_CHAIN_PRESET, get_preset
+from ppgn_core.presets import DEFAULT_CHAIN_PRESET, ROUND_LEVELS, get_preset
+from ppgn_core.studio.tsne import TSNE_STEPS
 from ppgn_core.sampler import Control
 from ppgn_core.studio import Studio
 
@@ -23,8 +24,10 @@ def _layout(studio: Studio) -> SimpleNamespace:
             w.cls = gr.Dropdown(studio.class_choices(), value="980: volcano", label="Class", filterable=True,
                                 allow_custom_value=True)
             w.chains = gr.Slider(1, MAX_CHAINS, value=6, step=1, label="chains")
-            w.steps = gr.Slider(5, MAX_STEPS, value=60, step=1, label="steps per chain")
-            w.every = gr.Slider(1, 50, value=10, step=1, label="keep a sample every … steps")
+            w.steps = gr.Slider(5, MAX_STEPS, value=TSNE_STEPS, step=1,
+                                label=f"steps per chain (its first sample after {get_preset(DEFAULT_CHAIN_PRESET).levels})")
+            w.every = gr.Slider(1, 50, value=ROUND_LEVELS, step=1, label="keep a sample every … steps (noise levels "
+                                "from the last sample noised to ε3)")
             w.thr = gr.Slider(0.0, 1.0, value=0.97, step=0.01, label="keep samples with p(class) ≥")
             w.seed = seed_box()
             w.run, w.stop = run_stop_buttons("tsne")

@@ -1,4 +1,4 @@
-"""Widgets and helpers every tab shares: log-scale ε sliders, the Run/Stop pair, progress text,
+"""Widgets and helpers every tab shares: ε sliders, the Run/Stop pair, progress text,
 per-session run control, and errors shown in the browser.
 
 A Stop must reach a run that is still waiting in the queue, which has no Control yet. Run and Stop
@@ -10,12 +10,30 @@ from __future__ import annotations
 
 import gradio as gr
 
+from gradio.components.number import Number
+
 from ppgn_core.jobs import EPS_OFF_LOG as OFF  # noqa: F401 (the ε sliders' scale, shared with the app bench)
-from ppgn_core.jobs import eps_from_log as from_log  # noqa: F401
-from ppgn_core.jobs import eps_to_log as to_log  # noqa: F401
 from ppgn_core.sampler import Control
 
 GALLERY_HEIGHT = "auto"  # galleries grow with their items: no row cut in half
+#: what an ε slider accepts from any caller: log10 ε of a MALA-approx preset (from OFF) or ε itself
+EPS_SLIDER_BOUNDS = (OFF, 10.0)
+
+
+def eps_slider(**props) -> gr.Slider:
+    """An ε slider whose shown range follows the picked preset (ε itself for a denoising chain, log10 ε for
+    MALA-approx). The app's own copy checks an input against both scales' union, so an API caller that sends a
+    preset's values without picking it in a browser session is not refused; a run reads the value by its
+    preset's scale (``jobs.eps_from_slider``). A browser session's copy, updated with the preset, checks
+    against the range it shows."""
+    slider = gr.Slider(**props)
+
+    def preprocess(payload: float) -> float:
+        Number.raise_if_out_of_bounds(payload, *EPS_SLIDER_BOUNDS)
+        return Number.round_to_precision(payload, slider.precision)
+
+    slider.preprocess = preprocess
+    return slider
 
 
 def progress(k: int, n: int, text: str) -> str:

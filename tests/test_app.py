@@ -30,7 +30,10 @@ def _size(path: str) -> tuple[int, int]:
 
 
 def _sample_args(steps=12, chains=2, seed=0, preset="noiseless-joint-ppgn-h", robust=0):
-    return ("574: golf ball", preset, -5, 1.0, -17, 0.1, steps, chains, seed, None, robust)
+    from ppgn_core.presets import get_preset
+
+    e1, e3 = (-5, -17) if get_preset(preset).is_chain else (1.0, 4.0)  # log10 ε for MALA-approx, ε for denoising
+    return ("574: golf ball", preset, e1, 1.0, e3, 0.1, steps, chains, seed, None, robust)
 
 
 def test_sample_tab_streams_images_of_model_size(app_url):
@@ -168,22 +171,29 @@ def test_the_step_slider_keeps_a_presets_step_decay(app_url):
     assert "step 0.1 → 0.04 over the run" in msg, msg
 
 
-def test_guided_live_message_names_only_the_guidance(app_url):
-    """Guided denoising uses ε2 as its guidance and neither ε1, ε3 nor a step size: the live message
-    says so instead of listing settings that do nothing."""
-    msg = _live_message(app_url, "guided-ppgn-h", -5, 0.5, -17, 0.1)
-    assert msg == "live: next noise levels use guidance ε2 = 0.5", msg
+def test_denoising_live_message_names_the_three_knobs(app_url):
+    """On a denoising chain the ε1 and ε3 sliders show ε itself; a change mid-run says what each does."""
+    msg = _live_message(app_url, "guided-ppgn-h", 0.8, 0.5, 2.0, 0.1)
+    assert msg == ("live: next steps use ε1 = 0.8 (prior's pull), ε2 = 0.5 (C's pull); the next sample is redrawn "
+                   "from noise level ε3 = 2"), msg
 
 
-def test_sliders_a_preset_does_not_use_are_greyed_out():
+def test_the_sliders_follow_the_preset_scale_and_help():
+    """The default's three sliders are live in ε's own units with help saying what each does; a MALA-approx
+    preset's ε1 and ε3 are log10 sliders; the step size is greyed out where a preset has none; the steps
+    slider gives the default's chain its first sample and five more."""
     from ppgn_core.presets import get_preset
-    from studio_ui.sample_tab import _on_preset
+    from studio_ui.sample_tab import APP_SAMPLES, _on_preset
 
-    guided, chain = _on_preset("guided-ppgn-h"), _on_preset("ppgn-h")
-    for i in (0, 2, 3):  # ε1, ε3, step size
-        assert guided[i]["interactive"] is False and chain[i]["interactive"] is True
-    assert guided[4] == 2 and "noise level" in guided[5] and "Eq. 11" in chain[5]
-    assert _on_preset("ldm-ppgn-h")[6] == get_preset("ldm-ppgn-h").steps  # the steps slider follows the preset
+    ldm, chain = _on_preset("ldm-ppgn-h"), _on_preset("ppgn-h")
+    assert (ldm[0]["value"], ldm[1]["value"], ldm[2]["value"]) == (1.0, 1.0, 4.0)
+    assert ldm[0]["minimum"] == 0 and "prior's pull" in ldm[0]["label"] and "between samples" in ldm[2]["label"]
+    assert "interactive" not in ldm[0] and "interactive" not in ldm[2]  # never greyed out
+    assert chain[0]["value"] == -4.0 and chain[0]["label"].startswith("log10 ε1") and chain[2]["minimum"] == -18
+    assert ldm[3]["interactive"] is False and chain[3]["interactive"] is True  # the step size
+    assert ldm[4] == 1 and "noised to σ = ε3" in ldm[5] and "Eq. 11" in chain[5]
+    p = get_preset("ldm-ppgn-h")
+    assert ldm[6] == p.levels + (APP_SAMPLES - 1) * p.round_levels and chain[6] == get_preset("ppgn-h").steps
 
 
 def test_a_start_image_switches_a_noise_preset_to_the_default_chain():
@@ -202,7 +212,8 @@ def test_the_app_bench_sends_what_the_sliders_show():
     for name in ("guided-ppgn-h", "ppgn-h", "hand-designed"):
         e1, e2, e3, lr, robust_k, _, _steps = _on_preset(name)
         args = sample_tab_args(name, 30, 4)
-        assert args[1] == name and args[2:6] == (e1["value"], e2, e3["value"], lr["value"]) and args[10] == robust_k
+        assert args[1] == name and args[2:6] == (e1["value"], e2["value"], e3["value"], lr["value"])
+        assert args[10] == robust_k
 
 
 def test_two_users_have_independent_chains_and_a_third_is_served(app_url):
@@ -315,7 +326,7 @@ def test_uploaded_start_images_rgba_ok_and_bomb_refused(app_url, tmp_path):
     out = c.predict("980: volcano", "dgn-am", -5, 1.0, -17, 0.1, 2, 1, 0, handle_file(str(tmp_path / "rgba.png")), 0,
                     api_name="/sample")
     assert "step 2 / 2" in out[3]
-    out = c.predict("980: volcano", "ldm-ppgn-h", -5, 1.0, -17, 0.1, 3, 2, 0, handle_file(str(tmp_path / "rgba.png")),
+    out = c.predict("980: volcano", "ldm-ppgn-h", 1.0, 1.0, 4.0, 0.1, 3, 2, 0, handle_file(str(tmp_path / "rgba.png")),
                     0, api_name="/sample")  # the diffusion prior from the photo's code noised to its photo_sigma
     assert "step 3 / 3" in out[3] and len(out[0]) == 2
     Image.new("L", (9000, 9000)).save(tmp_path / "bomb.png")  # 81 MP, a few kB on disk

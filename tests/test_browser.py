@@ -58,9 +58,10 @@ def test_sample_tab_in_browser(page):
     assert default.title in about.inner_text()
     preset = page.locator("#sample-preset input")
     eps1 = page.locator("#eps1 input[type=range]")
-    # the default draws from noise (guided denoising): ε1 is not used and its slider is greyed out
-    assert not default.is_chain and eps1.is_disabled()
+    # the default's chain: ε1 (the prior's pull) is live, in its own units (1 = the prior's own flow)
+    assert not default.is_chain and not eps1.is_disabled()
     eps1_default = eps1.input_value()
+    assert float(eps1_default) == 1.0
     for typed, option, shown in (("annealed", "ε1 annealed to 0", "→ 0"), ("DAE on h", "PPGN-h (DAE on h)", "Eq. 11"),
                                  ("Guided", default.title, "noise level")):
         preset.click()
@@ -70,11 +71,12 @@ def test_sample_tab_in_browser(page):
         page.get_by_role("option", name=option).click()
         page.wait_for_function(f"document.querySelector('#preset-about').innerText.includes({shown!r})",
                                timeout=20_000)
-        if typed == "annealed":  # the sliders follow the preset: ε1 = 3e-4, and the slider is live
-            page.wait_for_function("!document.querySelector('#eps1 input[type=range]').disabled", timeout=20_000)
-            assert eps1.input_value() != eps1_default
-    page.wait_for_function("document.querySelector('#eps1 input[type=range]').disabled", timeout=20_000)
-    assert eps1.input_value() == eps1_default
+        if typed == "annealed":  # the sliders follow the preset: log10 ε1 = −3.5 (ε1 = 3e-4)
+            page.wait_for_function("document.querySelector('#eps1 input[type=range]').value === '-3.5'",
+                                   timeout=20_000)
+    page.wait_for_function(f"document.querySelector('#eps1 input[type=range]').value === {eps1_default!r}",
+                           timeout=20_000)
+    assert not eps1.is_disabled()
     box = page.locator("#sample-class input")
     box.click()
     box.press("Control+a")

@@ -36,7 +36,7 @@ def test_sample_golf_ball_dgn_am_raises_p_class(tmp_path):
 def test_default_preset_is_guided_and_a_start_image_gets_a_chain(tmp_path):
     """Sampling from noise uses the default (guided denoising); a start from a photo's code needs a MALA
     chain, so without --preset it gets the default chain preset, and asking guided for it is refused."""
-    from ppgn_core.presets import DEFAULT_CHAIN_PRESET, DEFAULT_PRESET, get_preset
+    from ppgn_core.presets import PHOTO_CHAIN_PRESET, DEFAULT_PRESET, get_preset
 
     Image.new("RGB", (40, 40), (120, 80, 40)).save(tmp_path / "start.png")
     base = ("sample", "--class", "volcano", "--bundle", "tiny", "--steps", "2", "--chains", "1")
@@ -46,7 +46,7 @@ def test_default_preset_is_guided_and_a_start_image_gets_a_chain(tmp_path):
     assert not get_preset(DEFAULT_PRESET).is_chain  # the default draws from noise
     res = cli(*base, "--start-image", str(tmp_path / "start.png"), "--out", str(tmp_path / "photo"))
     assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads((tmp_path / "photo" / "result.json").read_text())["preset"] == DEFAULT_CHAIN_PRESET == "ppgn-h"
+    assert json.loads((tmp_path / "photo" / "result.json").read_text())["preset"] == PHOTO_CHAIN_PRESET == "ppgn-h"
     res = cli(*base, "--start-image", str(tmp_path / "start.png"), "--preset", "guided-ppgn-h",
               "--out", str(tmp_path / "refused"))
     assert res.returncode == 2 and "cannot start from an image" in res.stderr and "ppgn-h" in res.stderr

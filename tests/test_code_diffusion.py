@@ -10,7 +10,7 @@ from ppgn_core.conditions import ClassCondition, UnitCondition
 from ppgn_core.nets.code_diffusion import CodeDiffusionUNet
 from ppgn_core.nets.registry import tiny_bundle
 from ppgn_core.presets import build_sampler, get_preset
-from ppgn_core.sampler import Control, GuidedDenoisingSampler, StepSettings
+from ppgn_core.sampler import Control, StepSettings, denoising_sampler
 from ppgn_core.storage import CheckpointError
 from ppgn_core.training.diffusion import (
     EMA,
@@ -211,9 +211,9 @@ def test_compact_checkpoint_continues_and_refuses_damage(tmp_path):
 
 
 def _guided(bundle, cond, solver, steps, cfg_scale=1.0, labels=None, eps2=1.0):
-    sampler = GuidedDenoisingSampler(bundle_space(bundle), bundle.code_diffusion, cond,
-                                     Control(StepSettings(eps2=eps2, eps3=0.0)), 10.0, 0.05, seed=3, solver=solver,
-                                     labels=labels, cfg_scale=cfg_scale)
+    sampler = denoising_sampler(bundle_space(bundle), bundle.code_diffusion, cond,
+                                Control(StepSettings(eps1=1.0, eps2=eps2, eps3=0.0)), 10.0, 0.05, seed=3,
+                                solver=solver, labels=labels, cfg_scale=cfg_scale)
     snaps = list(sampler.run(sampler.init(2), steps))
     return sampler, snaps
 
@@ -295,19 +295,19 @@ def test_guidance_in_an_interval_is_the_conditional_prior_outside_it():
             CodeDenoiser(net, y, 2.0, bad)
     preset = replace(get_preset("ldm-ppgn-h"), cfg_interval=(0.5, 4.0))
     s = build_sampler(preset, bundle, ClassCondition(bundle.classifier, [1, 2]), seed=1)
-    assert s.guidance.denoise.cfg_interval == (0.5, 4.0)
+    assert s.rule.denoise.cfg_interval == (0.5, 4.0)
     assert "for σ in (0.5, 4]" in preset.describe()
 
 
 def test_presets_on_the_diffusion_prior_take_the_class_and_steer_units():
     bundle = tiny_bundle()
     s = build_sampler("ldm-ppgn-h", bundle, ClassCondition(bundle.classifier, [4, 9]), seed=1)
-    assert s.denoise.labels.tolist() == [4, 9] and s.solver == "dpmpp2m"
+    assert s.rule.denoise.labels.tolist() == [4, 9] and s.rule.solver == "dpmpp2m"
     unit = build_sampler("ldm-ppgn-h", bundle, UnitCondition(bundle.classifier, "blocks.1:3"), seed=1)
-    assert unit.denoise.labels is None  # a hidden unit: the unconditional prior, steered by C
+    assert unit.rule.denoise.labels is None  # a hidden unit: the unconditional prior, steered by C
     snaps = list(unit.run(unit.init(2), 4))
     assert torch.isfinite(snaps[-1].z).all()
-    assert s.denoise.cfg_scale == get_preset("ldm-ppgn-h").cfg_scale > 0
+    assert s.rule.denoise.cfg_scale == get_preset("ldm-ppgn-h").cfg_scale > 0
 
 
 def test_a_run_can_make_guided_denoising_stochastic_and_only_guided_denoising():
@@ -315,7 +315,7 @@ def test_a_run_can_make_guided_denoising_stochastic_and_only_guided_denoising():
     bundle = tiny_bundle()
     cond = ClassCondition(bundle.classifier, [4, 9])
     plain, churned = (build_sampler("ldm-ppgn-h", bundle, cond, seed=1, **extra) for extra in ({}, {"churn": 0.5}))
-    assert (plain.churn, churned.churn) == (get_preset("ldm-ppgn-h").churn, 0.5)
+    assert (plain.rule.churn, churned.rule.churn) == (get_preset("ldm-ppgn-h").churn, 0.5)
     a, b = (list(s.run(s.init(2), 4))[-1].z for s in (plain, churned))
     assert torch.isfinite(b).all() and not torch.equal(a, b)
     with pytest.raises(ValueError, match="guided denoising"):
@@ -364,13 +364,13 @@ def test_a_photo_start_noises_the_photos_code_and_runs_down_from_that_level():
         s = build_sampler("ldm-ppgn-h", bundle, cond, seed=2, photo_sigma=level, eps2=0.0)
         assert s.starts_from_image
         u0 = s.init(2, start=x)
-        noise = build_sampler(from_noise, bundle, cond, seed=2).init(2) / s.sigma_max  # the same draw
+        noise = build_sampler(from_noise, bundle, cond, seed=2).init(2) / s.rule.sigma_max  # the same draw
         assert torch.allclose(u0, u_photo + level * noise, atol=1e-5)
         final = list(s.run(u0, 6, snapshot_every=6))[-1]
         assert s.levels[0] == pytest.approx(level) and torch.isfinite(final.z).all()
         ends[level] = float((bundle.code_diffusion.standardise(final.z) - u_photo).pow(2).mean())
     assert ends[0.2] < ends[4.0], ends
-    for bad in (0.0, s.sigma_min, math.inf, math.nan):
+    for bad in (0.0, s.rule.sigma_min, math.inf, math.nan):
         with pytest.raises(ValueError, match="photo_sigma"):
             build_sampler("ldm-ppgn-h", bundle, cond, photo_sigma=bad)
     mask = torch.zeros(1, 1, 32, 32)

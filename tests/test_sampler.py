@@ -251,10 +251,12 @@ def test_prior_conflict_projection_never_pulls_against_the_condition(tiny):
     keep = StepSettings(eps1=0.5, eps2=1.0, eps3=0.0, step_form="eq5")
     proj = dataclasses.replace(keep, prior_conflict="project").validate()
     s = Sampler(space, DAEPrior(tiny.code_dae), ClassCondition(tiny.classifier, list(range(8))), Control(keep), seed=0)
-    z = s.init(8)
-    _, _, grad = s._evaluate(z, keep, True)
-    p_keep = s.step_direction(z, grad, keep, 0, 10) - grad
-    p_proj = s.step_direction(z, grad, proj, 0, 10) - grad
+    z = s.rule.begin(s.init(8), 10)
+    plan = s.rule.plan(0, keep)
+    terms = s.rule.terms(z, keep, plan)
+    grad = terms.condition
+    p_keep = s.rule.update(z, terms, keep, plan) - z - grad
+    p_proj = s.rule.update(z, terms, proj, plan) - z - grad
     dot_keep = (p_keep * grad).flatten(1).sum(1)
     dot_proj = (p_proj * grad).flatten(1).sum(1)
     agree = dot_keep >= 0
@@ -286,9 +288,11 @@ def test_realism_term_raises_the_discriminators_score_and_leaves_the_condition_a
     cond = ClassCondition(tiny.classifier, [3, 17, 500])
     base = dict(step_form="eq5", eps1=0.0, eps2=0.0, eps3=0.0)
     plain = build_sampler("dgn-am", tiny, cond, seed=0, **base)
-    z0 = plain.init(3)
-    assert torch.equal(plain.step_direction(z0, torch.zeros_like(z0), plain.control.settings, 0, 1),
-                       torch.zeros_like(z0))  # realism 0 and ε2 0: nothing moves
+    z0 = plain.rule.begin(plain.init(3), 1)
+    settings = plain.control.settings
+    plan = plain.rule.plan(0, settings)
+    assert torch.equal(plain.rule.update(z0, plain.rule.terms(z0, settings, plan), settings, plan),
+                       z0)  # realism 0 and ε2 0: nothing moves
     s = build_sampler("dgn-am", tiny, cond, seed=0, realism=5.0, **base)
     x0 = s.image(z0)
     last = list(s.run(z0, steps=20, snapshot_every=20))[-1]
@@ -483,18 +487,18 @@ def test_guided_denoising_steers_toward_the_class_and_reports_codes_in_range(tin
     """Same noise, same R_h: with guidance (ε2 > 0) the final images are more the class than without;
     the chain's steps are its noise levels; the reported z are denoised codes within the code range."""
     from ppgn_core.jobs import schedule_changes
-    from ppgn_core.sampler import GuidedDenoisingSampler
+    from ppgn_core.steps import DenoisingStep
 
     targets = [3, 17, 500, 999]
     finals = {}
     for w in (0.0, 1.0):
         s = build_sampler("guided-ppgn-h", tiny, ClassCondition(tiny.classifier, targets), seed=4, eps2=w)
-        assert isinstance(s, GuidedDenoisingSampler)
+        assert isinstance(s.rule, DenoisingStep)
         snaps = list(s.run(s.init(4), steps=8, snapshot_every=4))
         assert [sn.step for sn in snaps] == [0, 4, 8] and snaps[-1].final
         lo, hi = tiny.code_range
         assert snaps[-1].z.shape == (4, *tiny.code_shape) and snaps[-1].z.min() >= lo and snaps[-1].z.max() <= hi
-        assert s.levels[0] == pytest.approx(s.sigma_max) and s.levels[-1] == pytest.approx(s.sigma_min)
+        assert s.levels[0] == pytest.approx(s.rule.sigma_max) and s.levels[-1] == pytest.approx(s.rule.sigma_min)
         assert len(s.levels) == 8 and len(schedule_changes(s.schedule)) == 1  # σ is the step's, not a setting
         finals[w] = snaps[-1].p_class
     assert torch.all(finals[1.0] > finals[0.0]), finals
@@ -522,13 +526,13 @@ def test_guided_denoising_can_read_the_conditions_gradient_on_the_denoised_code(
     def run(preset, **overrides):
         s = build_sampler(preset, tiny, ClassCondition(tiny.classifier, targets), seed=4, **overrides)
         graded = []
-        denoise = s.guidance.denoise
+        denoise = s.rule.prior.denoise
 
         def watching(u, sigma):
             graded.append(torch.is_grad_enabled() and u.requires_grad)
             return denoise(u, sigma)
 
-        s.guidance.denoise = watching
+        s.rule.prior.denoise = watching
         return list(s.run(s.init(4), steps=8, snapshot_every=4)), graded
 
     noisy, noisy_graded = run(base)

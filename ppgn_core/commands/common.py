@@ -48,10 +48,10 @@ def _condition_overrides(args) -> dict:
 
 
 def _add_common(p) -> None:
-    from ..presets import DEFAULT_CHAIN_PRESET, DEFAULT_INPAINT_PRESET, DEFAULT_PRESET
+    from ..presets import PHOTO_CHAIN_PRESET, DEFAULT_INPAINT_PRESET, DEFAULT_PRESET
 
     p.add_argument("--preset", default=None,
-                   help=f"default: {DEFAULT_PRESET}; {DEFAULT_CHAIN_PRESET} (a MALA-approx chain) when starting "
+                   help=f"default: {DEFAULT_PRESET}; {PHOTO_CHAIN_PRESET} (a MALA-approx chain) when starting "
                         f"from an image; {DEFAULT_INPAINT_PRESET} when inpainting")
     p.add_argument("--steps", type=int, default=None,
                    help="steps (noise levels, for guided denoising); default: the preset's own "
@@ -101,7 +101,7 @@ def _write_outputs(out_dir, snaps, record, nrow) -> None:
 
     import torch
 
-    from ..images import grid, save_gif, save_png
+    from ..images import grid, save_gif, save_png, to_uint8
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,3 +112,5 @@ def _write_outputs(out_dir, snaps, record, nrow) -> None:
     frames = [grid(s.image, nrow=min(chains, 4)) for s in snaps]
     save_gif(frames, out / "chain.gif")
     (out / "result.json").write_text(json.dumps(record, indent=2))
+    for i, image in enumerate(to_uint8(snaps[-1].image)):  # each chain's final picture
+        save_png(image, out / "final" / f"{i:02d}.png")

@@ -90,10 +90,10 @@ def run_prior_report(args) -> int:
         name = f"own_{args.prior}"
     elif args.part == "inpaint":
         from ..evaluation.inpainting import inpainting_eval
-        from ..presets import DEFAULT_CHAIN_PRESET, inpaint_steps
+        from ..presets import PHOTO_CHAIN_PRESET, inpaint_steps
 
         report = {name: inpainting_eval(bundle, args.photos, inpaint_steps(name), seed=args.seed, preset=name)
-                  for name in (DEFAULT_CHAIN_PRESET, args.preset)}
+                  for name in (PHOTO_CHAIN_PRESET, args.preset)}
         name = f"inpaint_{args.preset}"
     else:
         from ..data import to_float, val_photos

@@ -55,7 +55,7 @@ def _run_sample(args) -> int:
     for c in record["chains"]:
         vals = ", ".join(f"{k}={v:.4g}" for k, v in c.items() if k != "chain")
         print(f"chain {c['chain']}: {vals}")
-    print(f"wrote {args.out}/grid.png, chain.gif, result.json ({record['seconds']:.1f} s)")
+    print(f"wrote {args.out}/grid.png, final/, chain.gif, result.json ({record['seconds']:.1f} s)")
     return 0
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..conditions import ClassCondition, imagenet_categories
 from ..judge import RealReference, per_sample, robust_report, saturation, strip_private
 from ..nets.registry import ModelBundle
-from ..presets import build_sampler
+from ..presets import build_sampler, get_preset
 from .judging import Judge
 
 
@@ -32,10 +32,15 @@ def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], 
                           seed: int = 0, snapshot_every: int = 10, device: str = "cpu",
                           overrides: dict | None = None, batch: int = 8,
                           condition_mode: str = "log_softmax") -> PresetRun:
-    """``chains`` chains for each class (one target per chain), run ``batch`` chains at a time.
+    """``chains`` chains for each class (one target per chain), run ``batch`` chains at a time; a chain's
+    picture is its state after ``steps`` steps (a denoising preset: its first sample, over ``steps`` noise
+    levels; :mod:`.chains` judges the samples a chain keeps after that).
 
     Batch k is seeded with ``seed·1000 + k``, so every preset starts from the same codes for the
     same classes (same seeds across presets)."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    if not p.is_chain:
+        overrides = {"levels": steps} | dict(overrides or {})
     targets = torch.tensor([c for c in classes for _ in range(chains)])
     t0 = time.time()
     images, p_class, trajs, p_trajs = [], [], [], []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -16,7 +17,7 @@ from ..sampler import Control
 from .core import StudioCore, Update
 
 
-#: The Neurons tab's sampler: the latent diffusion prior steered by the unit. On 24 units of blocks.11, 4 samples
+#: The Neurons tab's sampler: the latent diffusion prior's chains steered by the unit. On 24 units of blocks.11, 4 samples
 #: each, against the release's MFV chains (reports/prior/neuron_facets.json): activation 2.8× the highest among
 #: 1,000 val photos against 5.3× (after a 2× down-and-up 2.3× against 3.1×), precision 15.6% against 6.3%,
 #: recall 48.8% against 1.1%, the samples' spread in the judge's features 0.42 against 0.23, 13 against 17 s a unit.
@@ -35,47 +36,72 @@ class NeuronWorkflow:
         return int(np.random.default_rng(seed).integers(0, units[layer]))
 
     @releasing_memory
-    def facets(self, layer: str, unit: int, chains: int = 4, segments: int = 3, steps_per_segment: int = 40,
+    def facets(self, layer: str, unit: int, chains: int = 4, segments: int = 3, steps_per_segment: int = 12,
                facets: int = 3, seed: int = 0, eps1_values: tuple[float, ...] = (1e-5, 1e-3, 1e-1),
-               control: Control | None = None, preset: str = NEURON_PRESET) -> Iterator[Update]:
-        """Each segment draws ``chains`` samples from fresh starts: MALA-approx chains from fresh codes (the
-        release's reset schedule, ``mfv``) with ε1 varied per segment, or guided denoising from fresh noise
-        over ``steps_per_segment`` noise levels (``ldm-ppgn-h``); the final images are grouped into facets
-        by k-means on C's pooled features."""
-        core = self.core
+               control: Control | None = None, preset: str = NEURON_PRESET, out_dir=None) -> Iterator[Update]:
+        """``segments`` samples a chain: a denoising preset's chains (``ldm-ppgn-h``) keep a sample every
+        ``steps_per_segment`` levels after their first, without starting over; MALA-approx chains (the
+        release's ``mfv``) restart from fresh codes for each, with ε1 varied per segment. The samples are
+        grouped into facets by k-means on C's pooled features. ``out_dir`` (default: a new run folder) gets
+        ``facets.png``, ``facets.json`` (each sample's activation and facet) and ``samples/NNN.png``."""
         if chains < 1 or segments < 1 or steps_per_segment < 1:
             raise ValueError("chains, segments and steps per segment must be ≥ 1")
         spec = f"{layer}:{int(unit)}"
-        cond = UnitCondition(core.bundle.classifier, spec)
+        cond = UnitCondition(self.core.bundle.classifier, spec)
+        p = get_preset(preset)
+        run = self._mfv_rounds if p.is_chain else self._chain_samples
+        samples: list[torch.Tensor] = []
+        acts: list[torch.Tensor] = []
+        for upd in run(p, cond, chains, segments, steps_per_segment, seed, eps1_values, control, samples, acts):
+            yield upd
+        if not samples:
+            return
+        core, done = self.core, upd.step
+        images, activations = torch.cat(samples), torch.cat(acts)
+        rows = group_facets(core.features(images).numpy(), activations.numpy(), facets, seed)
+        sheet = facet_sheet(images, rows)
+        top = self.top_examples(cond)
+        d = core.run_dir() if out_dir is None else Path(out_dir)
+        save_png(sheet, d / "facets.png")
+        for i, img in enumerate(to_uint8(images)):
+            save_png(img, d / "samples" / f"{i:03d}.png")
+        record = {"unit": spec, "preset": preset, "chains": chains, "segments": segments, "steps_per_segment": steps_per_segment,
+                  "eps1_values": list(eps1_values) if p.is_chain else None, "seed": seed, "facets": rows,
+                  "activations": activations.tolist(),
+                  "top_examples": [{"file": n, "activation": a} for n, a, _ in top]}
+        (d / "facets.json").write_text(json.dumps(record, indent=2))
+        yield Update(done, upd.total, list(to_uint8(images)), f"done: {len(images)} samples in {len(rows)} facets",
+                     files=[str(d / "facets.png"), str(d / "facets.json")], record=record, final=True,
+                     extra={"sheet": sheet, "top": top})
+
+    def _chain_samples(self, p, cond, chains, segments, steps_per_segment, seed, eps1_values, control, samples, acts):
+        """A denoising preset's chains: its first sample, then one every ``steps_per_segment`` levels."""
+        total = (p.levels or p.steps) + (segments - 1) * steps_per_segment
+        s = build_sampler(p, self.core.bundle, cond, seed=seed, control=control, round_levels=steps_per_segment)
+        found = 0
+        for snap in s.run(s.init(chains, self.core.device), total, max(1, steps_per_segment // 3)):
+            if snap.kept or (snap.final and not found):  # stopped before a first sample: the state it reached
+                samples.append(snap.image)
+                acts.append(snap.condition)
+                found += 1
+            yield Update(snap.step, total, list(to_uint8(snap.image)),
+                         f"step {snap.step}/{total}: {found} of {segments} samples a chain")
+
+    def _mfv_rounds(self, p, cond, chains, segments, steps_per_segment, seed, eps1_values, control, samples, acts):
+        """MALA-approx chains from fresh codes each segment, ε1 varied per segment."""
         total = segments * steps_per_segment
-        s = build_sampler(get_preset(preset), core.bundle, cond, seed=seed, reset_every=0, control=control)
-        samples, acts = [], []
+        s = build_sampler(p, self.core.bundle, cond, seed=seed, reset_every=0, control=control)
         done = 0
         for seg in range(segments):
             if s.control.stopped:
                 break
             s.control.update(eps1=float(eps1_values[seg % len(eps1_values)]))
-            for snap in s.run(s.init(chains, core.device), steps_per_segment, max(1, steps_per_segment // 4)):
+            for snap in s.run(s.init(chains, self.core.device), steps_per_segment, max(1, steps_per_segment // 4)):
                 yield Update(done + snap.step, total, list(to_uint8(snap.image)),
                              f"segment {seg + 1}/{segments} (ε1={s.control.settings.eps1:g}), step {snap.step}")
             done += snap.step
             samples.append(snap.image)
             acts.append(snap.condition)
-        if not samples:
-            return
-        images, activations = torch.cat(samples), torch.cat(acts)
-        rows = group_facets(core.features(images).numpy(), activations.numpy(), facets, seed)
-        sheet = facet_sheet(images, rows)
-        top = self.top_examples(cond)
-        d = core.run_dir()
-        save_png(sheet, d / "facets.png")
-        record = {"unit": spec, "preset": preset, "chains": chains, "segments": segments, "steps_per_segment": steps_per_segment,
-                  "eps1_values": list(eps1_values), "seed": seed, "facets": rows,
-                  "top_examples": [{"file": n, "activation": a} for n, a, _ in top]}
-        (d / "facets.json").write_text(json.dumps(record, indent=2))
-        yield Update(done, total, list(to_uint8(images)), f"done: {len(images)} samples in {len(rows)} facets",
-                     files=[str(d / "facets.png"), str(d / "facets.json")], record=record, final=True,
-                     extra={"sheet": sheet, "top": top})
 
     @torch.no_grad()
     def top_examples(self, cond: UnitCondition, k: int = 4) -> list[tuple[str, float, np.ndarray]]:

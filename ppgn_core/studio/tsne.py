@@ -1,5 +1,5 @@
-"""t-SNE tab (paper Figs. S11–S12): many chain samples of one class with p(class) ≥ a threshold,
-embedded by t-SNE and snapped to a grid, one image per cell."""
+"""t-SNE tab (paper Figs. S11–S12): the samples chains of one class keep along their runs, with p(class) ≥ a
+threshold, embedded by t-SNE and snapped to a grid, one image per cell."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import torch
 from ..allocator import releasing_memory
 from ..images import save_png, to_uint8
 from ..jobs import SampleRequest, make_sampler
-from ..presets import DEFAULT_CHAIN_PRESET
+from ..presets import DEFAULT_CHAIN_PRESET, ROUND_LEVELS, get_preset
 from ..sampler import Control
 from .core import StudioCore, Update
 
-EMPTY_CELL = (228, 228, 228)  # grid cells without a sample are drawn in this grey, crossed
+EMPTY_CELL = (228, 228, 228)
+#: the tab's steps a chain: the default chain's first sample (30 levels) and 10 more, 12 levels apart
+TSNE_STEPS = 150  # grid cells without a sample are drawn in this grey, crossed
 
 
 class TsneWorkflow:
@@ -25,48 +27,62 @@ class TsneWorkflow:
         self.core = core
 
     @releasing_memory
-    def grid(self, class_value: str | int, chains: int = 6, steps: int = 60, snapshot_every: int = 10,
+    def grid(self, class_value: str | int, chains: int = 6, steps: int = TSNE_STEPS, every: int = ROUND_LEVELS,
              threshold: float = 0.97, preset: str = DEFAULT_CHAIN_PRESET, seed: int = 0,
-             max_samples: int = 400, control: Control | None = None) -> Iterator[Update]:
-        """Run the chains, keep snapshots with p(class) ≥ ``threshold``, drop near-copies of a chain's
-        previous kept sample (:func:`pick_distinct`), embed the rest and lay them on a grid."""
+             max_samples: int = 400, control: Control | None = None, eps: tuple[float, float, float] | None = None,
+             out_dir=None) -> Iterator[Update]:
+        """Run the chains, keep a sample every ``every`` steps (a denoising chain: each sample it finishes,
+        ``every`` levels apart; a MALA-approx chain: its state) with p(class) ≥ ``threshold``, drop near-copies
+        of a chain's previous kept sample (:func:`pick_distinct`), embed the rest and lay them on a grid.
+        The final update's ``extra`` holds every kept sample (``kept``: chain, step, p(class), whether it is on
+        the grid) and ``out_dir`` (default: a new run folder) gets ``tsne_grid.png``."""
         core = self.core
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if not (isinstance(every, int) and every >= 1):
+            raise ValueError(f"every must be a whole number ≥ 1, got {every!r}")
         cls = core.parse_class(class_value)
-        req = SampleRequest(classes=[cls], preset=preset, steps=steps, chains=chains, seed=seed,
-                            snapshot_every=snapshot_every).validate()
-        sampler = make_sampler(core.bundle, req)
+        chain = get_preset(preset).is_chain
+        req = SampleRequest(classes=[cls], preset=preset, steps=steps, chains=chains, seed=seed, eps=eps,
+                            snapshot_every=every if chain else max(1, every // 2)).validate()
+        sampler = make_sampler(core.bundle, req, **({} if chain else {"round_levels": every}))
         if control is not None:
             control.update(**asdict(sampler.control.settings))
             sampler.control = control
-        kept, probs, chain_of = [], [], []
+        kept, rows = [], []
         last: list[np.ndarray] = []
-        for snap in sampler.run(sampler.init(chains, core.device), steps, snapshot_every):
+        for snap in sampler.run(sampler.init(chains, core.device), steps, req.snapshot_every):
             last = list(to_uint8(snap.image))
-            if snap.step > 0:
-                ok = torch.nonzero(snap.p_class >= threshold).flatten().tolist()
-                kept.extend(snap.image[i] for i in ok)
-                probs.extend(float(snap.p_class[i]) for i in ok)
-                chain_of.extend(ok)
+            if snap.kept or (chain and snap.step > 0):
+                for i in range(chains):
+                    p = float(snap.p_class[i])
+                    rows.append({"chain": i, "step": snap.step, "p_class": round(p, 5), "kept": p >= threshold})
+                    if p >= threshold:
+                        kept.append((snap.image[i], len(rows) - 1))
             yield Update(snap.step, steps, last, f"step {snap.step}/{steps}: {len(kept)} samples with p ≥ {threshold:g}")
         if len(kept) < 2:
             yield Update(steps, steps, last, f"only {len(kept)} sample(s) reached p ≥ {threshold:g}; lower the "
-                         "threshold or run more steps", final=True, extra={"grid": None, "points": None})
+                         "threshold or run more steps", final=True,
+                         extra={"grid": None, "points": None, "samples": rows, "images": kept})
             return
-        feats = core.features(torch.stack(kept)).numpy()
-        keep = pick_distinct(feats, np.array(chain_of))
+        images_all = torch.stack([im for im, _ in kept])
+        feats = core.features(images_all).numpy()
+        keep = pick_distinct(feats, np.array([rows[r]["chain"] for _, r in kept]))
         order = np.random.default_rng(seed).permutation(keep)[:max_samples]
-        images = torch.stack([kept[i] for i in order])
+        for j, (_, r) in enumerate(kept):
+            rows[r]["on_grid"] = bool(j in set(order.tolist()))
+        images = images_all[torch.as_tensor(order)]
         xy = embed_tsne(feats[order], seed)
-        cells, rows, cols = snap_to_grid(xy)
-        canvas = grid_image(images, cells, rows, cols)
-        d = core.run_dir()
+        cells, n_rows, cols = snap_to_grid(xy)
+        canvas = grid_image(images, cells, n_rows, cols)
+        d = core.run_dir() if out_dir is None else out_dir
         save_png(canvas, d / "tsne_grid.png")
         dropped = len(kept) - len(keep)
-        yield Update(steps, steps, last, f"{len(images)} samples on a {rows}×{cols} grid ({dropped} near-copies of "
+        yield Update(steps, steps, last, f"{len(images)} samples on a {n_rows}×{cols} grid ({dropped} near-copies of "
                      f"a chain's previous sample left out)", files=[str(d / "tsne_grid.png")], final=True,
-                     extra={"grid": canvas, "points": xy, "thumbs": to_uint8(images), "probs": [probs[i] for i in order]})
+                     extra={"grid": canvas, "points": xy, "thumbs": to_uint8(images),
+                            "probs": [rows[kept[i][1]]["p_class"] for i in order], "samples": rows,
+                            "images": kept})
 
 
 def pick_distinct(features: np.ndarray, chain: np.ndarray, fraction: float = 0.5) -> list[int]:
