@@ -61,16 +61,17 @@ class SamplingWorkflow:
             yield upd
 
     def write_files(self, snaps, record) -> list[str]:
-        """grid.png: the final image of every chain at native size (a few tens of kB for four 128-px
-        images); progress.png: up to 10 evenly spaced snapshots per chain at half size; chain.gif:
-        up to 16 snapshots; settings.json: the request, ε and their changes."""
+        """grid.png: the final image of every chain at native size; progress.png: up to 10 evenly spaced
+        snapshots per chain at half size; chain.gif: up to 16 snapshots at half size; settings.json: the
+        request, ε and their changes. PNGs are written unoptimised: the run's end waits for them."""
         d = self.core.run_dir()
         chains = snaps[-1].image.shape[0]
-        save_png(grid(snaps[-1].image, nrow=min(chains, 4)), d / "grid.png")
+        save_png(grid(snaps[-1].image, nrow=min(chains, 4)), d / "grid.png", optimize=False)
         picked = _evenly(snaps, PROGRESS_COLUMNS)
         stack = torch.stack([F.avg_pool2d(s.image, 2) for s in picked], dim=1).flatten(0, 1)
-        save_png(grid(stack, nrow=len(picked)), d / "progress.png")
-        save_gif([grid(s.image, nrow=min(chains, 4)) for s in _evenly(snaps, GIF_FRAMES)], d / "chain.gif")
+        save_png(grid(stack, nrow=len(picked)), d / "progress.png", optimize=False)
+        save_gif([grid(F.avg_pool2d(s.image, 2), nrow=min(chains, 4)) for s in _evenly(snaps, GIF_FRAMES)],
+                 d / "chain.gif")  # half size, as progress.png: a quarter of the colour quantisation
         (d / "settings.json").write_text(json.dumps(record, indent=1))
         return [str(d / n) for n in ("grid.png", "progress.png", "chain.gif", "settings.json")]
 
