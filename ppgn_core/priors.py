@@ -171,14 +171,14 @@ class DiffusionPrior(Prior):
     """The p(h) term of a noise-conditional code prior (the latent diffusion prior, or R_h(h, σ)) at noise
     level σ: ∂log p_σ(u)/∂u = (D(u; σ) − u)/σ² for the standardised code u, the same role as the DAE terms of
     Eq. 6–7 with σ known instead of pulled into ε1. ``denoise`` is D (:class:`CodeDenoiser`, classifier-free
-    guidance included); the level is the step's, set by the step rule (:mod:`ppgn_core.steps`)."""
+    guidance included); the level is the step's: the denoising step rule (:mod:`ppgn_core.steps`) reads
+    :meth:`score` at it."""
 
     name = "diffusion"
 
     def __init__(self, dae: nn.Module, denoise: "CodeDenoiser | None" = None):
         self.dae = dae
         self.denoise = denoise if denoise is not None else CodeDenoiser(dae)
-        self.sigma: float | None = None
 
     @staticmethod
     def score(u: torch.Tensor, sigma: float, denoised: torch.Tensor) -> torch.Tensor:
@@ -186,10 +186,8 @@ class DiffusionPrior(Prior):
         return (denoised - u) / (sigma * sigma)
 
     def direction(self, z, to_image, gen):
-        if self.sigma is None:
-            raise ValueError("the diffusion prior's term needs a noise level (set by its step rule)")
-        with torch.no_grad():
-            return self.score(z, self.sigma, self.denoise(z, self.sigma))
+        raise ValueError("the diffusion prior's term needs the step's noise level: sample it with its denoising "
+                         "step rule (presets.build_sampler, sampler.denoising_sampler), not MALA-approx steps")
 
 
 @torch.no_grad()

@@ -250,8 +250,9 @@ class Sampler:
 
     @property
     def evaluations(self) -> int:
-        """The steps (and Heun's second evaluations) of the last run at which C's gradient was taken."""
-        return getattr(self.rule, "evaluations", len(self.levels))
+        """The levels (and Heun's second evaluations) of a denoising rule's last run at which C's gradient was
+        taken (0 for MALA-approx, which takes it at every step)."""
+        return getattr(self.rule, "evaluations", 0)
 
     # ---------------------------------------------------------------- starting points
     def init(self, batch: int, device: torch.device | str = "cpu", start: torch.Tensor | None = None) -> torch.Tensor:
@@ -325,11 +326,11 @@ class Sampler:
                 x, out, code = rule.finished_sample(z, s)
                 last_kept = Snapshot.at(t, x, code, out, s, recovered, False, kept=True, sigma=0.0)
                 yield last_kept
-        s = self.control.settings
-        x, out, shown, finished = rule.final(z, s)
-        if not finished and last_kept is not None:  # stopped between samples: the last one finished is the result
+        if last_kept is not None and not rule.on_sample:  # stopped between samples: the last one finished is the result
             yield replace(last_kept, step=t, final=True, kept=False, recovered=list(recovered))
             return
+        s = self.control.settings
+        x, out, shown, finished = rule.final(z, s)
         yield Snapshot.at(t, x, shown, out, s, recovered, reset, final=True, kept=finished,
                           sigma=0.0 if finished else None)
 

@@ -161,6 +161,8 @@ class MalaStep:
             d[done.to(d.device)] = 0  # satisfied chains stay where they are
         return self.space.clamp(z + d)
 
+    on_sample = False  # a MALA-approx chain keeps no finished samples (its samples are its snapshots)
+
     def bad(self, z: torch.Tensor) -> torch.Tensor:
         flat = z.flatten(1)
         bad = ~torch.isfinite(flat).all(1)
@@ -404,6 +406,11 @@ class DenoisingStep:
         self._previous = (sigma, target)
         return z_next
 
+    @property
+    def on_sample(self) -> bool:
+        """Whether the state is a finished sample (the last step landed on one)."""
+        return self.schedule.finished
+
     def bad(self, z: torch.Tensor) -> torch.Tensor:
         return ~torch.isfinite(z.flatten(1)).all(1)
 
@@ -420,7 +427,7 @@ class DenoisingStep:
     def final(self, z: torch.Tensor, s):
         """The state a run ends in: the sample it landed on, or (stopped between levels) its denoised code at
         the level it reached, which is not a finished sample."""
-        if self.schedule.finished:
+        if self.on_sample:
             return (*self.finished_sample(z, s), True)
         with torch.no_grad():
             code = self.reader.code_of(self.denoise(z, self.schedule.level))

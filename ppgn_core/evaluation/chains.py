@@ -17,6 +17,7 @@ from ..presets import build_sampler, get_preset
 from ..sampler import Snapshot
 from .diversity import mean_pairwise_ms_ssim, real_feature_scale
 from .judging import Judge
+from .runs import class_batches
 
 
 @dataclass
@@ -32,13 +33,12 @@ class ChainRun:
     seconds: float
 
 
-def kept_samples(snaps: list[Snapshot], every: int, first: int) -> list[Snapshot]:
-    """The samples a run kept: a denoising chain's finished samples (``Snapshot.kept``); for a MALA-approx
-    chain, its state at step ``first`` and every ``every`` steps after (and at its last step)."""
-    kept = [sn for sn in snaps if sn.kept]
-    if kept:
-        return kept
-    return [sn for sn in snaps if sn.step >= first and ((sn.step - first) % every == 0 or sn.final)]
+def is_kept(sn: Snapshot, mala: bool, every: int, first: int) -> bool:
+    """Whether a run keeps this snapshot as a sample: a denoising chain's finished samples (``Snapshot.kept``);
+    for a MALA-approx chain, its state at step ``first`` and every ``every`` steps after (and at its last step)."""
+    if not mala:
+        return sn.kept
+    return sn.step >= first and ((sn.step - first) % every == 0 or sn.final)
 
 
 def run_chains(bundle: ModelBundle, preset: str, classes: list[int], steps: int, every: int, seed: int = 0,
@@ -47,7 +47,7 @@ def run_chains(bundle: ModelBundle, preset: str, classes: list[int], steps: int,
     """One chain a class, ``steps`` steps each, ``batch`` chains at a time (batch k seeded ``seed·1000 + k``,
     as :func:`~ppgn_core.evaluation.runs.run_preset_on_classes`). A denoising preset keeps a sample every
     ``every`` levels after its first (``round_levels = every``); a MALA-approx chain keeps its state at
-    step ``first`` (default: the denoising default's first-sample levels) and every ``every`` steps after."""
+    step ``first`` (default: the preset's ``levels``, else its ``steps``) and every ``every`` steps after."""
     p = get_preset(preset)
     o = dict(overrides or {})
     if not p.is_chain:
@@ -56,11 +56,11 @@ def run_chains(bundle: ModelBundle, preset: str, classes: list[int], steps: int,
     t0 = time.time()
     images, p_class, step_list = [], [], None
     targets = torch.tensor(classes)
-    for k, lo in enumerate(range(0, len(targets), batch)):
-        tb = targets[lo:lo + batch]
-        s = build_sampler(p, bundle, ClassCondition(bundle.classifier, tb), seed=seed * 1000 + k, **o)
-        snapshot_every = 1 if p.is_chain else steps + 1
-        snaps = kept_samples(list(s.run(s.init(len(tb), device), steps, snapshot_every)), every, first)
+    snapshot_every = 1 if p.is_chain else steps + 1  # a denoising chain's samples come as kept snapshots
+    for batch_seed, tb in class_batches(targets, batch, seed):
+        s = build_sampler(p, bundle, ClassCondition(bundle.classifier, tb), seed=batch_seed, **o)
+        snaps = [sn for sn in s.run(s.init(len(tb), device), steps, snapshot_every)
+                 if is_kept(sn, p.is_chain, every, first)]
         step_list = [sn.step for sn in snaps]
         images.append(torch.stack([sn.image for sn in snaps]))
         p_class.append(torch.stack([sn.p_class for sn in snaps]))

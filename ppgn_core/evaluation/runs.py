@@ -28,6 +28,13 @@ class PresetRun:
     p_trajectory: torch.Tensor | None = None  # S×N p(class) under C at the same snapshots
 
 
+def class_batches(targets: torch.Tensor, batch: int, seed: int):
+    """(seed, targets) of each run of ``batch`` chains: batch k is seeded ``seed·1000 + k``, so every preset
+    starts from the same codes for the same classes."""
+    for k, lo in enumerate(range(0, len(targets), batch)):
+        yield seed * 1000 + k, targets[lo:lo + batch]
+
+
 def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], chains: int, steps: int,
                           seed: int = 0, snapshot_every: int = 10, device: str = "cpu",
                           overrides: dict | None = None, batch: int = 8,
@@ -44,10 +51,9 @@ def run_preset_on_classes(bundle: ModelBundle, preset: str, classes: list[int], 
     targets = torch.tensor([c for c in classes for _ in range(chains)])
     t0 = time.time()
     images, p_class, trajs, p_trajs = [], [], [], []
-    for k, lo in enumerate(range(0, len(targets), batch)):
-        tb = targets[lo:lo + batch]
+    for batch_seed, tb in class_batches(targets, batch, seed):
         condition = ClassCondition(bundle.classifier, tb, mode=condition_mode)
-        s = build_sampler(preset, bundle, condition, seed=seed * 1000 + k, **(overrides or {}))
+        s = build_sampler(preset, bundle, condition, seed=batch_seed, **(overrides or {}))
         snaps = list(s.run(s.init(len(tb), device), steps, snapshot_every))
         images.append(snaps[-1].image)
         p_class.append(snaps[-1].p_class)

@@ -49,10 +49,14 @@ class NeuronWorkflow:
         spec = f"{layer}:{int(unit)}"
         cond = UnitCondition(self.core.bundle.classifier, spec)
         p = get_preset(preset)
-        run = self._mfv_rounds if p.is_chain else self._chain_samples
-        samples: list[torch.Tensor] = []
+        samples: list[torch.Tensor] = []  # filled by the run below, one B×3×H×W batch a sample
         acts: list[torch.Tensor] = []
-        for upd in run(p, cond, chains, segments, steps_per_segment, seed, eps1_values, control, samples, acts):
+        if p.is_chain:
+            run = self._mfv_rounds(p, cond, chains, segments, steps_per_segment, seed, eps1_values, control,
+                                   samples, acts)
+        else:
+            run = self._chain_samples(p, cond, chains, segments, steps_per_segment, seed, control, samples, acts)
+        for upd in run:
             yield upd
         if not samples:
             return
@@ -74,7 +78,7 @@ class NeuronWorkflow:
                      files=[str(d / "facets.png"), str(d / "facets.json")], record=record, final=True,
                      extra={"sheet": sheet, "top": top})
 
-    def _chain_samples(self, p, cond, chains, segments, steps_per_segment, seed, eps1_values, control, samples, acts):
+    def _chain_samples(self, p, cond, chains, segments, steps_per_segment, seed, control, samples, acts):
         """A denoising preset's chains: its first sample, then one every ``steps_per_segment`` levels."""
         total = (p.levels or p.steps) + (segments - 1) * steps_per_segment
         s = build_sampler(p, self.core.bundle, cond, seed=seed, control=control, round_levels=steps_per_segment)

@@ -42,10 +42,10 @@ class TsneWorkflow:
         if not (isinstance(every, int) and every >= 1):
             raise ValueError(f"every must be a whole number ≥ 1, got {every!r}")
         cls = core.parse_class(class_value)
-        chain = get_preset(preset).is_chain
+        mala = get_preset(preset).is_chain  # a MALA-approx chain keeps its state; a denoising chain its samples
         req = SampleRequest(classes=[cls], preset=preset, steps=steps, chains=chains, seed=seed, eps=eps,
-                            snapshot_every=every if chain else max(1, every // 2)).validate()
-        sampler = make_sampler(core.bundle, req, **({} if chain else {"round_levels": every}))
+                            snapshot_every=every if mala else max(1, every // 2)).validate()
+        sampler = make_sampler(core.bundle, req, **({} if mala else {"round_levels": every}))
         if control is not None:
             control.update(**asdict(sampler.control.settings))
             sampler.control = control
@@ -53,7 +53,7 @@ class TsneWorkflow:
         last: list[np.ndarray] = []
         for snap in sampler.run(sampler.init(chains, core.device), steps, req.snapshot_every):
             last = list(to_uint8(snap.image))
-            if snap.kept or (chain and snap.step > 0):
+            if snap.kept or (mala and snap.step > 0):
                 for i in range(chains):
                     p = float(snap.p_class[i])
                     rows.append({"chain": i, "step": snap.step, "p_class": round(p, 5), "kept": p >= threshold})
@@ -69,8 +69,9 @@ class TsneWorkflow:
         feats = core.features(images_all).numpy()
         keep = pick_distinct(feats, np.array([rows[r]["chain"] for _, r in kept]))
         order = np.random.default_rng(seed).permutation(keep)[:max_samples]
+        on_grid = set(order.tolist())
         for j, (_, r) in enumerate(kept):
-            rows[r]["on_grid"] = bool(j in set(order.tolist()))
+            rows[r]["on_grid"] = j in on_grid
         images = images_all[torch.as_tensor(order)]
         xy = embed_tsne(feats[order], seed)
         cells, n_rows, cols = snap_to_grid(xy)
