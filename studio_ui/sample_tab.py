@@ -39,7 +39,7 @@ HELP = {
     "denoising": ("ε1 — the prior's pull: 1 follows the diffusion prior's own flow; below 1 leaves noise in the "
                   "picture (less photo-like), above 1 smooths it toward typical codes",
                   "ε2 — the classifier's pull: how far C moves the code over each level, in units of its noise "
-                  "level (0 = the prior alone; above 1 the push overshoots: less of the class, not more)",
+                  "level (0 = the prior alone; above 1, measured: a little less of the class, not more)",
                   "ε3 — how far the chain moves between samples: the noise level each new sample is redrawn from "
                   "(more: more varied samples, less of the class; 0 = the chain keeps its sample)"),
     "mala": ("log10 ε1 — prior: the weight of the prior's term (−18 = off)",
